@@ -1,0 +1,1 @@
+"""The ``coagent`` command: wiring of the embedded services, Dagster and the API."""

@@ -1,0 +1,126 @@
+"""``coagent``: the command line of the CoAgent graph platform."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import warnings
+
+from coagent.progress import fail, say, step
+from knowledge.errors import DomainError
+
+
+def _quiet() -> None:
+    # Library warnings (Dagster preview APIs, platformdirs) are noise on a terminal.
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from knowledge.settings import get_settings
+
+    return get_settings()
+
+
+def _prepare_database(settings) -> None:  # type: ignore[no-untyped-def]
+    from dbschema.migrate import upgrade
+    from knowledge.platform import database_url, sync_engine
+
+    with step(
+        "Starting PostgreSQL" if settings.uses_embedded_postgres else "Connecting PostgreSQL"
+    ):
+        database_url(settings)
+    with step("Applying migrations"):
+        engine = sync_engine(settings)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    _prepare_database(_settings())
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from coagent.demo import run_demo
+
+    run_demo(_settings())
+
+
+def cmd_materialize(args: argparse.Namespace) -> None:
+    from coagent.instance import get_instance
+    from coagent.runs import run_room_job
+    from knowledge.platform import open_platform
+    from knowledge.rooms import get_room
+
+    settings = _settings()
+    _prepare_database(settings)
+
+    async def check_room() -> None:
+        async with open_platform(settings) as platform, platform.session() as s:
+            await get_room(s, args.room)
+
+    asyncio.run(check_room())
+    instance = get_instance(settings)
+    job = "rebuild_room" if args.rebuild else "refresh_room"
+    say(f"Running {job} for room {args.room}")
+    outcome = run_room_job(instance, job, args.room)
+    if not outcome.success:
+        fail(f"run {outcome.run_id} failed: {outcome.error or outcome.failed_checks}", 1)
+    say(f"Run {outcome.run_id} succeeded in {outcome.seconds:.1f} s")
+
+
+def cmd_ask(args: argparse.Namespace) -> None:
+    from knowledge.platform import open_platform
+    from knowledge.search import Route, answer_question
+
+    settings = _settings()
+    route = Route(args.route) if args.route else None
+
+    async def ask():  # type: ignore[no-untyped-def]
+        async with open_platform(settings) as platform:
+            return await answer_question(platform, args.room, args.question, route)
+
+    answer = asyncio.run(ask())
+    from coagent.demo import print_answer
+
+    print_answer(answer)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coagent", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply the database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser(
+        "demo", help="load the sample room, build its graph through Dagster, answer questions"
+    ).set_defaults(func=cmd_demo)
+    materialize = sub.add_parser("materialize", help="refresh (or rebuild) one room's graph")
+    materialize.add_argument("--room", required=True, help="room id")
+    materialize.add_argument("--rebuild", action="store_true", help="wipe the room first")
+    materialize.set_defaults(func=cmd_materialize)
+    ask = sub.add_parser("ask", help="ask a question about a room")
+    ask.add_argument("--room", required=True, help="room id")
+    ask.add_argument("--route", choices=["global", "local"], help="force a search route")
+    ask.add_argument("question")
+    ask.set_defaults(func=cmd_ask)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    _quiet()
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DomainError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

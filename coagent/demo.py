@@ -1,0 +1,106 @@
+"""``coagent demo``: the sample room built end to end through a real Dagster run."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from coagent.instance import get_instance
+from coagent.progress import fail, say, step
+from coagent.runs import run_room_job
+from knowledge.platform import open_platform, redis_url
+from knowledge.sample import DemoRoom, ensure_demo_room
+from knowledge.search import Answer, answer_question
+from knowledge.settings import Settings
+
+GLOBAL_QUESTION = "What are the main themes of this conversation?"
+LOCAL_QUESTION = "What is said about Aufidius and the Volsces?"
+
+
+def print_answer(answer: Answer) -> None:
+    say(f"  route: {answer.route.value}   ({answer.seconds * 1000:.0f} ms)")
+    say(f"  answer: {answer.answer}")
+    if answer.citations:
+        say("  citations:")
+        for c in answer.citations:
+            who = f"{c.speaker}: " if c.speaker else ""
+            say(f"    [{c.kind} {c.id}] {who}{c.excerpt}")
+
+
+def run_demo(settings: Settings) -> None:
+    from coagent.cli import _prepare_database
+
+    say(f"CoAgent demo — data dir {settings.coagent_data_dir}")
+    _prepare_database(settings)
+    if settings.uses_embedded_redis:
+        with step("Starting Redis"):
+            redis_url(settings)
+    with step("Preparing the Dagster instance"):
+        instance = get_instance(settings)
+
+    async def prepare() -> DemoRoom:
+        async with open_platform(settings) as platform, platform.session() as session:
+            return await ensure_demo_room(session, settings.max_message_chars)
+
+    with step("Loading the sample conversation"):
+        demo = asyncio.run(prepare())
+    room_id = str(demo.room_id)
+    say(
+        f"Room {room_id}: {demo.messages_total} messages from {demo.users} speakers "
+        f"({demo.messages_loaded} loaded now)"
+    )
+    say("Materializing chunks → entities + relationships → communities → community_reports")
+    outcome = run_room_job(instance, "refresh_room", room_id)
+    if not outcome.success:
+        fail(f"Dagster run {outcome.run_id} failed: {outcome.error or outcome.failed_checks}", 1)
+    say(f"Dagster run {outcome.run_id} succeeded in {outcome.seconds:.1f} s")
+    _print_summary(settings, room_id, outcome.metadata)
+
+
+def _print_summary(settings: Settings, room_id: str, metadata: dict[str, dict[str, Any]]) -> None:
+    chunks = metadata.get("chunks", {})
+    entities = metadata.get("entities", {})
+    say("")
+    say("Summary")
+    say(
+        f"  chunks            {chunks.get('chunks')} ({chunks.get('chunks_added')} new, "
+        f"{chunks.get('tokens')} tokens)"
+    )
+    say(
+        f"  entities          {entities.get('entities')} "
+        f"({entities.get('chunks_extracted')} chunks extracted this run)"
+    )
+    say(f"  relationships     {metadata.get('relationships', {}).get('relationships')}")
+    communities = metadata.get("communities", {})
+    say(
+        f"  communities       {communities.get('communities')} "
+        f"({communities.get('levels')} levels, {communities.get('unchanged')} unchanged)"
+    )
+    reports = metadata.get("community_reports", {})
+    say(f"  community_reports {reports.get('reports')} ({reports.get('regenerated')} regenerated)")
+
+    async def questions() -> tuple[list[Any], Answer, Answer]:
+        async with open_platform(settings) as platform:
+            top = [r for r in await platform.graph.get_reports(room_id) if r.level == 0][:5]
+            return (
+                top,
+                await answer_question(platform, room_id, GLOBAL_QUESTION),
+                await answer_question(platform, room_id, LOCAL_QUESTION),
+            )
+
+    top, global_answer, local_answer = asyncio.run(questions())
+    say("")
+    say("Top communities")
+    for report in top:
+        say(f"  [{report.rank:>5.2f}] {report.title}")
+    say("")
+    say(f"Q (global): {GLOBAL_QUESTION}")
+    print_answer(global_answer)
+    say("")
+    say(f"Q (local): {LOCAL_QUESTION}")
+    print_answer(local_answer)
+    say("")
+    say(
+        "Open the Dagster UI to see this run: `make dagster` (or "
+        "`DAGSTER_HOME=<data dir>/dagster dagster dev -w workspace.yaml`)."
+    )

@@ -1,0 +1,96 @@
+"""The Dagster instance, stored in PostgreSQL (SQLite locks under concurrent runs).
+
+``dagster.yaml`` is written under ``DAGSTER_HOME`` so that ``dagster dev`` / the webserver /
+the daemon started later find the same runs, event logs and schedules as the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from dagster import DagsterInstance
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from knowledge.platform import database_url, with_driver
+from knowledge.settings import Settings
+
+DAGSTER_DATABASE = "dagster"
+
+
+def dagster_storage_url(settings: Settings) -> str:
+    """psycopg2 URL of Dagster's storage (dagster-postgres breaks on psycopg 3's NOTIFY)."""
+    if settings.dagster_postgres_url:
+        return with_driver(settings.dagster_postgres_url, "psycopg2")
+    base = make_url(with_driver(database_url(settings), "psycopg"))
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": DAGSTER_DATABASE}
+            ).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{DAGSTER_DATABASE}"'))
+    except Exception as error:
+        if "already exists" not in str(error):
+            raise RuntimeError(
+                f"could not create the {DAGSTER_DATABASE!r} database for Dagster ({error}); "
+                "create it or set DAGSTER_POSTGRES_URL"
+            ) from error
+    finally:
+        engine.dispose()
+    url = base.set(drivername="postgresql+psycopg2", database=DAGSTER_DATABASE)
+    return url.render_as_string(hide_password=False)
+
+
+def dagster_home(settings: Settings) -> Path:
+    return (settings.dagster_home or settings.coagent_data_dir / "dagster").expanduser().resolve()
+
+
+def instance_config(settings: Settings) -> dict:
+    return {
+        "storage": {"postgres": {"postgres_url": dagster_storage_url(settings)}},
+        "telemetry": {"enabled": False},
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {
+                "dequeue_interval_seconds": 1,
+                # One run per room at a time: runs of a room partition queue behind each other.
+                "tag_concurrency_limits": [
+                    {
+                        "key": "dagster/partition",
+                        "value": {"applyLimitPerUniqueValue": True},
+                        "limit": 1,
+                    }
+                ],
+            },
+        },
+        "run_launcher": {
+            "module": "dagster.core.launcher",
+            "class": "DefaultRunLauncher",
+        },
+        "sensors": {"use_threads": True, "num_workers": 2},
+        "retention": {"sensor": {"purge_after_days": {"skipped": 1, "failure": 7, "success": 7}}},
+    }
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    """Write ``dagster.yaml`` (idempotent) and point ``DAGSTER_HOME`` at it."""
+    home = dagster_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    config_path = home / "dagster.yaml"
+    content = yaml.safe_dump(instance_config(settings), sort_keys=False)
+    if not config_path.exists() or config_path.read_text() != content:
+        tmp = config_path.with_suffix(".yaml.tmp")
+        tmp.write_text(content)
+        tmp.replace(config_path)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def get_instance(settings: Settings) -> DagsterInstance:
+    home = ensure_dagster_home(settings)
+    return DagsterInstance.from_config(str(home))

@@ -1,0 +1,254 @@
+"""PostgreSQL schema as SQLAlchemy 2 models.
+
+Two groups of tables: the product's own (users, courses, rooms, members, messages, artifacts)
+and those of the embedded graph and vector stores (``room_chunks``, ``graph_*``,
+``vector_points``), used when Neo4j / Qdrant are not configured.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import Computed
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class UserRole(enum.StrEnum):
+    super_admin = "super_admin"
+    admin = "admin"
+    teacher = "teacher"
+    student = "student"
+    agent = "agent"
+
+
+class AuthorKind(enum.StrEnum):
+    human = "human"
+    agent = "agent"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e])
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    hashed_password: Mapped[str | None] = mapped_column(String(255))
+    role: Mapped[UserRole] = mapped_column(_enum(UserRole, "user_role"), default=UserRole.student)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Course(Base):
+    __tablename__ = "courses"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CourseMember(Base):
+    __tablename__ = "course_members"
+
+    course_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(32), default="member")
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    course_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RoomMember(Base):
+    __tablename__ = "room_members"
+
+    room_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(32), default="member")
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_room_id_id", "room_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    room_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    author_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    author_kind: Mapped[AuthorKind] = mapped_column(
+        _enum(AuthorKind, "author_kind"), default=AuthorKind.human
+    )
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_room_id", "room_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    room_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(300))
+    content: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- derived data: chunks and the embedded graph / vector stores -------------------------------
+# Room ids are kept as plain text here: these tables are keyed by Dagster partition keys and are
+# wiped and rebuilt by the pipeline, so they carry no foreign keys into the product tables.
+
+
+class RoomChunk(Base):
+    """A token-bounded chunk of a room's messages or of one artifact."""
+
+    __tablename__ = "room_chunks"
+    __table_args__ = (Index("ix_room_chunks_room_id", "room_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    n_tokens: Mapped[int] = mapped_column(Integer)
+    message_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), default=list)
+    artifact_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ChunkExtraction(Base):
+    """What one extractor found in one chunk; a chunk is extracted once per extractor."""
+
+    __tablename__ = "chunk_extractions"
+    __table_args__ = (Index("ix_chunk_extractions_room_id", "room_id"),)
+
+    chunk_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    extractor: Mapped[str] = mapped_column(String(100), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class GraphEntity(Base):
+    __tablename__ = "graph_entities"
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    display_name: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    source_chunk_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    mentions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class GraphRelationship(Base):
+    """An undirected, weighted relationship; ``source < target`` by name."""
+
+    __tablename__ = "graph_relationships"
+    __table_args__ = (Index("ix_graph_relationships_room_target", "room_id", "target"),)
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    target: Mapped[str] = mapped_column(Text, primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    source_chunk_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+
+
+class GraphCommunity(Base):
+    __tablename__ = "graph_communities"
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[str | None] = mapped_column(String(64))
+    entity_names: Mapped[list[str]] = mapped_column(ARRAY(Text))
+
+
+class GraphCommunityReport(Base):
+    __tablename__ = "graph_community_reports"
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    community_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str] = mapped_column(Text)
+    findings: Mapped[list[dict[str, str]]] = mapped_column(JSONB, default=list)
+    rank: Mapped[float] = mapped_column(Float)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    source_chunk_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    generated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class VectorPoint(Base):
+    """One point of the embedded vector store: dense vector + full-text vector per room."""
+
+    __tablename__ = "vector_points"
+    __table_args__ = (
+        UniqueConstraint("collection", "room_id", "point_id", name="uq_vector_points_key"),
+        Index("ix_vector_points_tsv", "tsv", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    collection: Mapped[str] = mapped_column(String(64))
+    room_id: Mapped[str] = mapped_column(String(64))
+    point_id: Mapped[str] = mapped_column(Text)
+    # Dimension-free column: each embedder's dimension gets its own partial HNSW index.
+    embedding: Mapped[list[float]] = mapped_column(Vector())
+    dim: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    tsv: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('english', text)", persisted=True)
+    )

@@ -1,0 +1,62 @@
+"""Embedders. Offline default: signed feature hashing of words and word bigrams.
+
+The hashing embedder needs no model: it gives lexical-semantic vectors (shared words and
+phrases → high cosine) good enough for entity and report retrieval in the offline mode, and it
+lets the vector stores run their real dense-vector code paths. A model-backed embedder (the
+OpenAI-compatible ``/embeddings`` endpoint) plugs in behind the same protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
+
+from knowledge.extraction.stopwords import STOPWORDS
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+def lexical_terms(text: str) -> list[str]:
+    """Lower-cased content words of a text (shared by the hashing embedder and sparse vectors)."""
+    return [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in STOPWORDS]
+
+
+class HashingEmbedder:
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self.name = f"hashing-{dim}"
+
+    def _index(self, feature: str) -> tuple[int, float]:
+        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+        value = int.from_bytes(digest, "little")
+        return value % self.dim, (1.0 if (value >> 63) & 1 else -1.0)
+
+    def embed_one(self, text: str) -> list[float]:
+        terms = lexical_terms(text)
+        features: Counter[str] = Counter(terms)
+        features.update(f"{a} {b}" for a, b in itertools.pairwise(terms))
+        vector = [0.0] * self.dim
+        for feature, count in features.items():
+            index, sign = self._index(feature)
+            vector[index] += sign * (1.0 + math.log(count))
+        norm = math.sqrt(sum(v * v for v in vector))
+        if norm == 0:
+            # An empty text still needs a valid unit vector for cosine distance.
+            vector[0] = 1.0
+            return vector
+        return [v / norm for v in vector]
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self.embed_one(t) for t in texts]

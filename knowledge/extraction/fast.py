@@ -1,0 +1,279 @@
+"""The offline "fast" extractor: proper-name and noun-phrase heuristics, no model download.
+
+Entities: speakers (PERSON), runs of capitalized words (optionally joined by "of"/"the"),
+acronyms, and repeated lower-case two-word noun phrases (CONCEPT). Relationships: a speaker to
+what they mention, and entities mentioned in the same sentence, weighted by count.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from itertools import combinations, pairwise
+
+from knowledge.extraction.base import ExtractedEntity, ExtractedRelationship, Extraction
+from knowledge.extraction.stopwords import STOPWORDS
+
+_LINE = re.compile(r"^(?P<speaker>[^:\n]{1,80}): (?P<content>.*)$")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\s+--\s*|\n+")
+_WORD = re.compile(r"[^\W\d_][\w'’-]*", re.UNICODE)
+_CONNECTORS = {"of", "the", "de", "la", "von", "van", "and"}
+_PERSON_TITLES = {
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "dr",
+    "lady",
+    "lord",
+    "sir",
+    "king",
+    "queen",
+    "prince",
+    "princess",
+    "captain",
+    "general",
+    "professor",
+    "prof",
+    "madam",
+    "saint",
+    "st",
+    "duke",
+    "count",
+}
+_ORG_WORDS = {
+    "inc",
+    "corp",
+    "company",
+    "university",
+    "senate",
+    "bank",
+    "council",
+    "team",
+    "committee",
+    "ministry",
+    "department",
+    "group",
+    "foundation",
+    "institute",
+    "school",
+    "college",
+}
+_PLACE_PREPOSITIONS = {"in", "at", "to", "from", "into", "near", "toward", "towards", "through"}
+_DESCRIPTION_CHARS = 200
+_ARTIFACT_SPEAKER = "Artifact"
+
+
+def _clean_token(word: str) -> str:
+    for suffix in ("'s", "’s", "'", "’"):
+        if word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _is_capitalized(word: str) -> bool:
+    return word[:1].isupper() and not (len(word) > 1 and word.isupper())
+
+
+def _is_acronym(word: str) -> bool:
+    return 2 <= len(word) <= 6 and word.isupper() and word.isalpha()
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _DESCRIPTION_CHARS else text[: _DESCRIPTION_CHARS - 1] + "…"
+
+
+class _Mention:
+    __slots__ = ("name", "type")
+
+    def __init__(self, name: str, type_: str) -> None:
+        self.name = name
+        self.type = type_
+
+
+def _sentence_mentions(sentence: str, mid_sentence_names: set[str]) -> list[_Mention]:
+    words = [(m.group(0), m.start()) for m in _WORD.finditer(sentence)]
+    mentions: list[_Mention] = []
+    i = 0
+    while i < len(words):
+        word = _clean_token(words[i][0])
+        lower = word.lower()
+        if _is_acronym(word) and lower not in STOPWORDS:
+            mentions.append(_Mention(word, "ENTITY"))
+            i += 1
+            continue
+        if not _is_capitalized(word) or lower in STOPWORDS:
+            i += 1
+            continue
+        # Grow a run of capitalized words, allowing connectors between them.
+        run = [word]
+        j = i + 1
+        while j < len(words):
+            nxt = _clean_token(words[j][0])
+            if (_is_capitalized(nxt) and nxt.lower() not in STOPWORDS) or (
+                nxt.lower() in _CONNECTORS
+                and j + 1 < len(words)
+                and _is_capitalized(words[j + 1][0])
+                and words[j + 1][0].lower() not in STOPWORDS
+            ):
+                run.append(nxt)
+                j += 1
+            else:
+                break
+            if words[j - 1][0] != nxt:  # the token carried a possessive: the name ends here
+                break
+        name = " ".join(run)
+        previous = words[i - 1][0].lower().rstrip(".") if i > 0 else ""
+        sentence_initial = i == 0
+        if sentence_initial and len(run) == 1 and name not in mid_sentence_names:
+            i = j
+            continue
+        if previous in _PERSON_TITLES:
+            type_ = "PERSON"
+        elif any(part.lower() in _ORG_WORDS for part in run):
+            type_ = "ORGANIZATION"
+        elif previous in _PLACE_PREPOSITIONS:
+            type_ = "LOCATION"
+        else:
+            type_ = "ENTITY"
+        if len(name) >= 2:
+            mentions.append(_Mention(name, type_))
+        i = j
+    return mentions
+
+
+def _mid_sentence_names(sentences: list[str]) -> set[str]:
+    names = set()
+    for sentence in sentences:
+        words = [_clean_token(m.group(0)) for m in _WORD.finditer(sentence)]
+        for word in words[1:]:
+            if _is_capitalized(word):
+                names.add(word)
+    return names
+
+
+def _noun_phrases(sentences: list[str]) -> Counter[str]:
+    """Repeated lower-case two-word phrases of content words: a cheap noun-phrase proxy."""
+    counts: Counter[str] = Counter()
+    for sentence in sentences:
+        words = [m.group(0) for m in _WORD.finditer(sentence)]
+        for a, b in pairwise(words):
+            if (
+                a.islower()
+                and b.islower()
+                and len(a) >= 4
+                and len(b) >= 4
+                and a not in STOPWORDS
+                and b not in STOPWORDS
+            ):
+                counts[f"{a} {b}"] += 1
+    return counts
+
+
+class FastExtractor:
+    name = "fast-v1"
+
+    def extract(self, texts: Sequence[str]) -> list[Extraction]:
+        return [self.extract_one(text) for text in texts]
+
+    def extract_one(self, text: str) -> Extraction:
+        lines: list[tuple[str | None, str]] = []
+        for raw in text.splitlines():
+            match = _LINE.match(raw)
+            if match and match.group("speaker") != _ARTIFACT_SPEAKER:
+                lines.append((match.group("speaker").strip(), match.group("content")))
+            elif match:
+                lines.append((None, match.group("content")))
+            else:
+                lines.append((None, raw))
+
+        all_sentences = [
+            s for _, content in lines for s in _SENTENCE_SPLIT.split(content) if s.strip()
+        ]
+        mid_names = _mid_sentence_names(all_sentences)
+        lower_words = {
+            m.group(0) for s in all_sentences for m in _WORD.finditer(s) if m.group(0).islower()
+        }
+        phrases = {p for p, n in _noun_phrases(all_sentences).items() if n >= 2}
+        name_counts: Counter[str] = Counter(
+            m.name for s in all_sentences for m in _sentence_mentions(s, mid_names)
+        )
+
+        types: dict[str, Counter[str]] = defaultdict(Counter)
+        display: dict[str, str] = {}
+        descriptions: dict[str, str] = {}
+        weights: Counter[tuple[str, str]] = Counter()
+        rel_examples: dict[tuple[str, str], str] = {}
+
+        def note(name: str, type_: str, sentence: str) -> str:
+            key = " ".join(name.lower().split())
+            display.setdefault(key, name)
+            types[key][type_] += 1
+            descriptions.setdefault(key, _snippet(sentence))
+            return key
+
+        def relate(a: str, b: str, example: str) -> None:
+            if a == b:
+                return
+            pair = (a, b) if a < b else (b, a)
+            weights[pair] += 1
+            rel_examples.setdefault(pair, _snippet(example))
+
+        for speaker, content in lines:
+            speaker_key = None
+            if speaker and speaker.lower() not in STOPWORDS:
+                speaker_key = note(speaker, "PERSON", f"{speaker} speaks in the conversation.")
+            for sentence in _SENTENCE_SPLIT.split(content):
+                if not sentence.strip():
+                    continue
+                keys = {
+                    note(m.name, m.type, sentence)
+                    for m in _sentence_mentions(sentence, mid_names)
+                    if _plausible(m, lower_words, name_counts)
+                }
+                lowered = sentence.lower()
+                keys |= {note(p, "CONCEPT", sentence) for p in phrases if p in lowered}
+                for a, b in combinations(sorted(keys), 2):
+                    relate(a, b, sentence)
+                if speaker_key:
+                    for key in keys:
+                        relate(speaker_key, key, f"{speaker}: {sentence}")
+
+        entities = [
+            ExtractedEntity(
+                name=display[key],
+                type=_best_type(types[key]),
+                description=descriptions[key],
+            )
+            for key in sorted(display)
+        ]
+        relationships = [
+            ExtractedRelationship(
+                source=display[a],
+                target=display[b],
+                description=f"{display[a]} and {display[b]} are mentioned together: "
+                f"{rel_examples[(a, b)]}",
+                weight=float(count),
+            )
+            for (a, b), count in sorted(weights.items())
+        ]
+        return Extraction(entities=entities, relationships=relationships)
+
+
+def _plausible(mention: _Mention, lower_words: set[str], counts: Counter[str]) -> bool:
+    """A lone capitalized word is a name only with support: a title or place cue, a repeat,
+    and no lower-case use in the same chunk (verse and headings capitalize ordinary words)."""
+    if " " in mention.name or mention.type != "ENTITY" or mention.name.isupper():
+        return True
+    if mention.name.lower() in lower_words:
+        return False
+    return counts[mention.name] >= 2
+
+
+def _best_type(counts: Counter[str]) -> str:
+    specific = {t: n for t, n in counts.items() if t != "ENTITY"}
+    if specific:
+        return max(sorted(specific), key=lambda t: specific[t])
+    return "ENTITY"

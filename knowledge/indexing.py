@@ -1,0 +1,356 @@
+"""The room index, step by step: chunks → graph → communities → reports.
+
+Each step is incremental and idempotent: it diffs what the room's sources say against what is
+stored, writes only the difference, and running it again changes nothing. Dagster assets are
+thin wrappers around these functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+
+from dbschema.models import ChunkExtraction, RoomChunk
+from knowledge.chunking import Chunk, chunk_room
+from knowledge.communities import hierarchical_communities
+from knowledge.extraction.base import Extraction
+from knowledge.graph import RoomGraph, merge_extractions
+from knowledge.platform import Platform
+from knowledge.reports import ExtractiveReportWriter, build_context, report_text
+from knowledge.rooms import get_room, load_room_sources
+from knowledge.stores.base import CHUNKS, COMMUNITIES, ENTITIES, VectorRecord
+
+_EXTRACT_BATCH = 16
+_EMBED_BATCH = 256
+
+
+def fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass
+class VectorSync:
+    written: int = 0
+    deleted: int = 0
+    total: int = 0
+
+
+async def sync_vectors(
+    platform: Platform, collection: str, room_id: str, items: dict[str, tuple[str, dict]]
+) -> VectorSync:
+    """Make a collection's points for the room exactly ``items`` (id -> (text, payload)).
+
+    Only points whose text (or payload) changed are re-embedded; stale points are deleted.
+    """
+    await platform.vectors.ensure_collection(collection, platform.embedder.dim)
+    stored = await platform.vectors.fingerprints(collection, room_id)
+    wanted = {
+        pid: fingerprint(platform.embedder.name + "\x1f" + text + repr(sorted(payload.items())))
+        for pid, (text, payload) in items.items()
+    }
+    stale = sorted(set(stored) - set(wanted))
+    changed = sorted(pid for pid, fp in wanted.items() if stored.get(pid) != fp)
+    for start in range(0, len(changed), _EMBED_BATCH):
+        batch = changed[start : start + _EMBED_BATCH]
+        vectors = platform.embedder.embed([items[pid][0] for pid in batch])
+        await platform.vectors.upsert(
+            collection,
+            room_id,
+            [
+                VectorRecord(
+                    id=pid,
+                    text=items[pid][0],
+                    vector=vector,
+                    payload={**items[pid][1], "fingerprint": wanted[pid]},
+                )
+                for pid, vector in zip(batch, vectors, strict=True)
+            ],
+        )
+    await platform.vectors.delete(collection, room_id, stale)
+    return VectorSync(written=len(changed), deleted=len(stale), total=len(wanted))
+
+
+# --- chunks -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkSync:
+    total: int
+    added: int
+    removed: int
+    tokens: int
+    messages: int
+    artifacts: int
+    vectors: VectorSync
+    seconds: float
+
+
+async def sync_chunks(platform: Platform, room_id: str) -> ChunkSync:
+    started = time.perf_counter()
+    settings = platform.settings
+    async with platform.session() as session:
+        messages, artifacts = await load_room_sources(session, room_id)
+        chunks = chunk_room(
+            room_id, messages, artifacts, settings.chunk_tokens, settings.chunk_overlap_tokens
+        )
+        wanted = {c.id: c for c in chunks}
+        existing = set(
+            (await session.execute(select(RoomChunk.id).where(RoomChunk.room_id == room_id)))
+            .scalars()
+            .all()
+        )
+        removed = sorted(existing - set(wanted))
+        added = [c for c in chunks if c.id not in existing]
+        if removed:
+            await session.execute(delete(RoomChunk).where(RoomChunk.id.in_(removed)))
+            await session.execute(
+                delete(ChunkExtraction).where(ChunkExtraction.chunk_id.in_(removed))
+            )
+        if chunks:
+            stmt = insert(RoomChunk).values([_chunk_row(c) for c in chunks])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["id"], set_={"ordinal": stmt.excluded.ordinal}
+            )
+            await session.execute(stmt)
+        await session.commit()
+    vectors = await sync_vectors(
+        platform,
+        CHUNKS,
+        room_id,
+        {
+            c.id: (
+                c.text,
+                {"message_ids": list(c.message_ids), "artifact_id": c.artifact_id},
+            )
+            for c in chunks
+        },
+    )
+    return ChunkSync(
+        total=len(chunks),
+        added=len(added),
+        removed=len(removed),
+        tokens=sum(c.n_tokens for c in chunks),
+        messages=len(messages),
+        artifacts=len(artifacts),
+        vectors=vectors,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _chunk_row(chunk: Chunk) -> dict:
+    return {
+        "id": chunk.id,
+        "room_id": chunk.room_id,
+        "ordinal": chunk.ordinal,
+        "text": chunk.text,
+        "n_tokens": chunk.n_tokens,
+        "message_ids": list(chunk.message_ids),
+        "artifact_id": chunk.artifact_id,
+    }
+
+
+async def room_chunks(platform: Platform, room_id: str) -> list[RoomChunk]:
+    async with platform.session() as session:
+        rows = await session.execute(
+            select(RoomChunk).where(RoomChunk.room_id == room_id).order_by(RoomChunk.ordinal)
+        )
+        return list(rows.scalars().all())
+
+
+# --- entities and relationships -----------------------------------------------------------------
+
+
+@dataclass
+class GraphBuild:
+    chunks: int
+    chunks_extracted: int
+    entities: int
+    relationships: int
+    dropped_relationships: int
+    vectors: VectorSync
+    seconds: float
+    entity_types: dict[str, int] = field(default_factory=dict)
+
+
+async def build_graph(platform: Platform, room_id: str) -> GraphBuild:
+    """Extract only chunks not yet extracted, then merge every current chunk into the graph."""
+    started = time.perf_counter()
+    extractor = platform.extractor
+    chunks = await room_chunks(platform, room_id)
+    async with platform.session() as session:
+        rows = await session.execute(
+            select(ChunkExtraction.chunk_id, ChunkExtraction.payload).where(
+                ChunkExtraction.room_id == room_id, ChunkExtraction.extractor == extractor.name
+            )
+        )
+        stored = {cid: Extraction.model_validate(payload) for cid, payload in rows}
+        todo = [c for c in chunks if c.id not in stored]
+        for start in range(0, len(todo), _EXTRACT_BATCH):
+            batch = todo[start : start + _EXTRACT_BATCH]
+            # Extractors may be CPU-bound (offline) or I/O-bound (LLM): keep the loop free.
+            results = await asyncio.to_thread(extractor.extract, [c.text for c in batch])
+            values = [
+                {
+                    "chunk_id": c.id,
+                    "extractor": extractor.name,
+                    "room_id": room_id,
+                    "payload": result.model_dump(),
+                }
+                for c, result in zip(batch, results, strict=True)
+            ]
+            await session.execute(insert(ChunkExtraction).values(values).on_conflict_do_nothing())
+            # Committed per batch: a killed run keeps what it already extracted.
+            await session.commit()
+            stored.update({c.id: r for c, r in zip(batch, results, strict=True)})
+
+    graph = merge_extractions((c.id, stored[c.id]) for c in chunks)
+    await platform.graph.replace_graph(room_id, graph)
+    vectors = await sync_vectors(
+        platform,
+        ENTITIES,
+        room_id,
+        {
+            e.name: (
+                f"{e.display_name} ({e.type}): {e.description}",
+                {"name": e.name, "type": e.type},
+            )
+            for e in graph.entities
+        },
+    )
+    types: dict[str, int] = {}
+    for e in graph.entities:
+        types[e.type] = types.get(e.type, 0) + 1
+    return GraphBuild(
+        chunks=len(chunks),
+        chunks_extracted=len(todo),
+        entities=len(graph.entities),
+        relationships=len(graph.relationships),
+        dropped_relationships=sum(stored[c.id].dropped_relationships for c in chunks),
+        vectors=vectors,
+        seconds=time.perf_counter() - started,
+        entity_types=dict(sorted(types.items())),
+    )
+
+
+# --- communities --------------------------------------------------------------------------------
+
+
+@dataclass
+class CommunityBuild:
+    total: int
+    levels: int
+    unchanged: int
+    top_level: int
+    largest: int
+    seconds: float
+
+
+async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild:
+    started = time.perf_counter()
+    graph = await platform.graph.get_graph(room_id)
+    communities = hierarchical_communities(
+        room_id,
+        (e.name for e in graph.entities),
+        [(r.source, r.target, r.weight) for r in graph.relationships],
+        seed=platform.settings.leiden_seed,
+        max_cluster_size=platform.settings.leiden_max_cluster_size,
+    )
+    before = {c.id for c in await platform.graph.get_communities(room_id)}
+    await platform.graph.replace_communities(room_id, communities)
+    return CommunityBuild(
+        total=len(communities),
+        levels=len({c.level for c in communities}),
+        unchanged=sum(1 for c in communities if c.id in before),
+        top_level=sum(1 for c in communities if c.level == 0),
+        largest=max((len(c.entity_names) for c in communities), default=0),
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --- community reports --------------------------------------------------------------------------
+
+
+@dataclass
+class ReportBuild:
+    total: int
+    regenerated: int
+    deleted: int
+    vectors: VectorSync
+    seconds: float
+
+
+async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
+    """Write a report for each community whose content changed; drop reports of gone ones."""
+    started = time.perf_counter()
+    writer = ExtractiveReportWriter()
+    graph: RoomGraph = await platform.graph.get_graph(room_id)
+    communities = await platform.graph.get_communities(room_id)
+    existing = {r.community_id: r for r in await platform.graph.get_reports(room_id)}
+    chunk_texts = {c.id: c.text for c in await room_chunks(platform, room_id)}
+    entities = {e.name: e for e in graph.entities}
+
+    reports = []
+    fresh = []
+    for community in communities:
+        context = build_context(community, entities, graph.relationships, chunk_texts)
+        old = existing.get(community.id)
+        if old is not None and old.content_hash == context.content_hash():
+            reports.append(old)
+            continue
+        report = await asyncio.to_thread(writer.write, context)
+        reports.append(report)
+        fresh.append(report)
+    await platform.graph.upsert_reports(room_id, fresh)
+    gone = sorted(set(existing) - {c.id for c in communities})
+    await platform.graph.delete_reports(room_id, gone)
+    vectors = await sync_vectors(
+        platform,
+        COMMUNITIES,
+        room_id,
+        {
+            r.community_id: (report_text(r), {"level": r.level, "rank": r.rank, "title": r.title})
+            for r in reports
+        },
+    )
+    return ReportBuild(
+        total=len(reports),
+        regenerated=len(fresh),
+        deleted=len(gone),
+        vectors=vectors,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --- whole room ---------------------------------------------------------------------------------
+
+
+async def wipe_room(platform: Platform, room_id: str) -> None:
+    """Remove every derived fact of a room from every store (the sources stay)."""
+    async with platform.session() as session:
+        await get_room(session, room_id)
+        await session.execute(delete(ChunkExtraction).where(ChunkExtraction.room_id == room_id))
+        await session.execute(delete(RoomChunk).where(RoomChunk.room_id == room_id))
+        await session.commit()
+    await platform.graph.wipe_room(room_id)
+    await platform.vectors.wipe_room(room_id)
+
+
+async def room_state(platform: Platform, room_id: str) -> dict[str, int]:
+    """Counts of every stored kind of fact of a room (used by tests, checks and the demo)."""
+    counts = dict(await platform.graph.counts(room_id))
+    async with platform.session() as session:
+        chunk_ids: Sequence[str] = (
+            (await session.execute(select(RoomChunk.id).where(RoomChunk.room_id == room_id)))
+            .scalars()
+            .all()
+        )
+    counts["chunks"] = len(chunk_ids)
+    for collection in (CHUNKS, ENTITIES, COMMUNITIES):
+        counts[f"{collection}_vectors"] = await platform.vectors.count(collection, room_id)
+    return counts

@@ -1,0 +1,94 @@
+"""Wiring: settings → database URL → engine, stores, extractor and embedder.
+
+``open_platform`` is what Dagster resources, the API and the CLI all use, so there is one place
+where the embedded defaults and the configured services are chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+
+from knowledge.embedded import embedded_postgres_url, embedded_redis_url
+from knowledge.embeddings import Embedder, HashingEmbedder
+from knowledge.extraction import Extractor, FastExtractor
+from knowledge.settings import Settings, get_settings
+from knowledge.stores.base import GraphStore, VectorStore
+
+
+def database_url(settings: Settings) -> str:
+    """The PostgreSQL URL to use, starting the embedded server when none is configured."""
+    return settings.configured_database_url() or embedded_postgres_url(settings.coagent_data_dir)
+
+
+def redis_url(settings: Settings) -> str:
+    return settings.redis_url or embedded_redis_url(settings.coagent_data_dir)
+
+
+def with_driver(url: str, driver: str) -> str:
+    """``postgresql://…`` → ``postgresql+<driver>://…`` (psycopg for us, psycopg2 for Dagster)."""
+    parsed = make_url(url)
+    return parsed.set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
+
+
+def sync_engine(settings: Settings | None = None) -> Engine:
+    settings = settings or get_settings()
+    return create_engine(with_driver(database_url(settings), "psycopg"), pool_pre_ping=True)
+
+
+def async_engine(settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        with_driver(database_url(settings), "psycopg"), pool_pre_ping=True, pool_size=5
+    )
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    engine: AsyncEngine
+    graph: GraphStore
+    vectors: VectorStore
+    extractor: Extractor
+    embedder: Embedder
+
+    def session(self) -> AsyncSession:
+        # Objects stay readable after commit: callers use ids and fields after the transaction.
+        return AsyncSession(self.engine, expire_on_commit=False)
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    return HashingEmbedder(settings.offline_embedding_dim)
+
+
+def make_extractor(settings: Settings) -> Extractor:
+    return FastExtractor()
+
+
+def make_stores(settings: Settings, engine: AsyncEngine) -> tuple[GraphStore, VectorStore]:
+    from knowledge.stores.pgvector_store import PgVectorStore
+    from knowledge.stores.postgres_graph import PostgresGraphStore
+
+    return PostgresGraphStore(engine), PgVectorStore(engine)
+
+
+@asynccontextmanager
+async def open_platform(settings: Settings | None = None) -> AsyncIterator[Platform]:
+    settings = settings or get_settings()
+    engine = async_engine(settings)
+    graph, vectors = make_stores(settings, engine)
+    try:
+        yield Platform(
+            settings=settings,
+            engine=engine,
+            graph=graph,
+            vectors=vectors,
+            extractor=make_extractor(settings),
+            embedder=make_embedder(settings),
+        )
+    finally:
+        await engine.dispose()

@@ -1,0 +1,143 @@
+"""Community reports. Offline: extractive (title from the top entities, summary from the top
+relationships and chunks, findings, a rank). The LLM writer plugs in behind ``ReportWriter``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from knowledge.graph import Community, CommunityReport, Entity, Relationship
+
+_TITLE_ENTITIES = 3
+_FINDINGS = 5
+_EXCERPT_CHARS = 300
+
+
+@dataclass
+class ReportContext:
+    community: Community
+    entities: list[Entity]  # members, most connected first
+    relationships: list[Relationship]  # inside the community, heaviest first
+    excerpts: list[tuple[str, str]]  # (chunk id, text) of the most shared chunks
+
+    def content_hash(self) -> str:
+        """Changes exactly when what a report is written from changes."""
+        payload = {
+            "community": self.community.id,
+            "entities": [(e.name, e.type, e.description) for e in self.entities],
+            "relationships": [
+                (r.source, r.target, r.weight, r.description) for r in self.relationships
+            ],
+            "chunks": [cid for cid, _ in self.excerpts],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class ReportWriter(Protocol):
+    name: str
+
+    def write(self, context: ReportContext) -> CommunityReport: ...
+
+
+def build_context(
+    community: Community,
+    entities: dict[str, Entity],
+    relationships: Sequence[Relationship],
+    chunk_texts: dict[str, str],
+    max_excerpts: int = 3,
+) -> ReportContext:
+    members = set(community.entity_names)
+    inside = [r for r in relationships if r.source in members and r.target in members]
+    inside.sort(key=lambda r: (-r.weight, r.source, r.target))
+    degree: dict[str, float] = {name: 0.0 for name in members}
+    for r in inside:
+        degree[r.source] += r.weight
+        degree[r.target] += r.weight
+    ordered = sorted(
+        (entities[n] for n in members if n in entities),
+        key=lambda e: (-degree[e.name], -e.mentions, e.name),
+    )
+    chunk_votes: dict[str, int] = {}
+    for e in ordered:
+        for cid in e.source_chunk_ids:
+            chunk_votes[cid] = chunk_votes.get(cid, 0) + 1
+    best = sorted(chunk_votes, key=lambda c: (-chunk_votes[c], c))[:max_excerpts]
+    return ReportContext(
+        community=community,
+        entities=ordered,
+        relationships=inside,
+        excerpts=[(cid, chunk_texts[cid]) for cid in best if cid in chunk_texts],
+    )
+
+
+def _join_names(names: Sequence[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+class ExtractiveReportWriter:
+    name = "extractive-v1"
+
+    def write(self, context: ReportContext) -> CommunityReport:
+        entities = context.entities
+        by_name = {e.name: e for e in entities}
+        top = [e.display_name for e in entities[:_TITLE_ENTITIES]]
+        title = _join_names(top) if top else "Empty community"
+        rels = context.relationships
+
+        summary_parts = [
+            f"A community of {len(entities)} "
+            f"{'entity' if len(entities) == 1 else 'entities'} centred on {title}."
+        ]
+        if rels:
+            strongest = ", ".join(
+                f"{by_name[r.source].display_name} and {by_name[r.target].display_name} "
+                f"({r.weight:g} co-mentions)"
+                for r in rels[:3]
+                if r.source in by_name and r.target in by_name
+            )
+            summary_parts.append(f"Its strongest ties are between {strongest}.")
+        if context.excerpts:
+            summary_parts.append(f'For example: "{_excerpt(context.excerpts[0][1])}"')
+
+        findings = []
+        for entity in entities[:_FINDINGS]:
+            ties = [
+                by_name[r.target if r.source == entity.name else r.source].display_name
+                for r in rels
+                if entity.name in (r.source, r.target)
+            ][:4]
+            summary = f"{entity.display_name} ({entity.type.lower()})" + (
+                f" is linked to {_join_names(ties)}." if ties else " stands on its own."
+            )
+            findings.append({"summary": summary, "explanation": entity.description})
+
+        weight = sum(r.weight for r in rels) + sum(e.mentions for e in entities)
+        rank = round(min(10.0, 1.25 * math.log2(1.0 + weight)), 2)
+        chunk_ids = sorted({cid for e in entities for cid in e.source_chunk_ids})
+        return CommunityReport(
+            community_id=context.community.id,
+            level=context.community.level,
+            title=title,
+            summary=" ".join(summary_parts),
+            findings=findings,
+            rank=rank,
+            content_hash=context.content_hash(),
+            source_chunk_ids=chunk_ids,
+        )
+
+
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _EXCERPT_CHARS else flat[: _EXCERPT_CHARS - 1] + "…"
+
+
+def report_text(report: CommunityReport) -> str:
+    """What is embedded and searched for a report."""
+    findings = " ".join(f["summary"] for f in report.findings)
+    return f"{report.title}. {report.summary} {findings}"

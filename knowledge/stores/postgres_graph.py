@@ -1,0 +1,293 @@
+"""Graph store on PostgreSQL tables (the embedded default)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dbschema.models import (
+    GraphCommunity,
+    GraphCommunityReport,
+    GraphEntity,
+    GraphRelationship,
+)
+from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
+
+_BATCH = 1000
+
+
+def _entity(row: Any) -> Entity:
+    return Entity(
+        name=row.name,
+        display_name=row.display_name,
+        type=row.type,
+        description=row.description,
+        source_chunk_ids=list(row.source_chunk_ids),
+        mentions=row.mentions,
+    )
+
+
+def _relationship(row: Any) -> Relationship:
+    return Relationship(
+        source=row.source,
+        target=row.target,
+        weight=row.weight,
+        description=row.description,
+        source_chunk_ids=list(row.source_chunk_ids),
+    )
+
+
+class PostgresGraphStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def ensure_schema(self) -> None:
+        """The tables come with the migrations; nothing to do at run time."""
+
+    async def replace_graph(self, room_id: str, graph: RoomGraph) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(GraphRelationship).where(GraphRelationship.room_id == room_id)
+            )
+            await conn.execute(delete(GraphEntity).where(GraphEntity.room_id == room_id))
+            rows = [
+                {
+                    "room_id": room_id,
+                    "name": e.name,
+                    "display_name": e.display_name,
+                    "type": e.type,
+                    "description": e.description,
+                    "source_chunk_ids": e.source_chunk_ids,
+                    "mentions": e.mentions,
+                }
+                for e in graph.entities
+            ]
+            for start in range(0, len(rows), _BATCH):
+                await conn.execute(insert(GraphEntity), rows[start : start + _BATCH])
+            rel_rows = [
+                {
+                    "room_id": room_id,
+                    "source": r.source,
+                    "target": r.target,
+                    "description": r.description,
+                    "weight": r.weight,
+                    "source_chunk_ids": r.source_chunk_ids,
+                }
+                for r in graph.relationships
+            ]
+            for start in range(0, len(rel_rows), _BATCH):
+                await conn.execute(insert(GraphRelationship), rel_rows[start : start + _BATCH])
+
+    async def get_graph(self, room_id: str) -> RoomGraph:
+        async with self.engine.connect() as conn:
+            entities = (
+                await conn.execute(
+                    select(GraphEntity)
+                    .where(GraphEntity.room_id == room_id)
+                    .order_by(GraphEntity.name)
+                )
+            ).all()
+            rels = (
+                await conn.execute(
+                    select(GraphRelationship)
+                    .where(GraphRelationship.room_id == room_id)
+                    .order_by(GraphRelationship.source, GraphRelationship.target)
+                )
+            ).all()
+        return RoomGraph(
+            entities=[_entity(r) for r in entities],
+            relationships=[_relationship(r) for r in rels],
+        )
+
+    async def get_entities(self, room_id: str, names: Sequence[str]) -> list[Entity]:
+        if not names:
+            return []
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(GraphEntity)
+                    .where(GraphEntity.room_id == room_id, GraphEntity.name.in_(list(names)))
+                    .order_by(GraphEntity.name)
+                )
+            ).all()
+        return [_entity(r) for r in rows]
+
+    async def entity_names(self, room_id: str) -> list[str]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(GraphEntity.name).where(GraphEntity.room_id == room_id)
+            )
+            return sorted(r[0] for r in rows)
+
+    async def neighbourhood(
+        self, room_id: str, seeds: Sequence[str], hops: int, limit: int
+    ) -> RoomGraph:
+        found: list[str] = list(dict.fromkeys(seeds))[:limit]
+        frontier = set(found)
+        seen = set(found)
+        async with self.engine.connect() as conn:
+            for _ in range(hops):
+                if not frontier or len(found) >= limit:
+                    break
+                rows = (
+                    await conn.execute(
+                        select(GraphRelationship.source, GraphRelationship.target)
+                        .where(
+                            GraphRelationship.room_id == room_id,
+                            or_(
+                                GraphRelationship.source.in_(frontier),
+                                GraphRelationship.target.in_(frontier),
+                            ),
+                        )
+                        .order_by(GraphRelationship.weight.desc(), GraphRelationship.source)
+                    )
+                ).all()
+                next_frontier: set[str] = set()
+                for source, target in rows:
+                    for name in (source, target):
+                        if name not in seen and len(found) < limit:
+                            seen.add(name)
+                            found.append(name)
+                            next_frontier.add(name)
+                frontier = next_frontier
+            entities = (
+                await conn.execute(
+                    select(GraphEntity).where(
+                        GraphEntity.room_id == room_id, GraphEntity.name.in_(found)
+                    )
+                )
+            ).all()
+            rels = (
+                await conn.execute(
+                    select(GraphRelationship)
+                    .where(
+                        GraphRelationship.room_id == room_id,
+                        GraphRelationship.source.in_(found),
+                        GraphRelationship.target.in_(found),
+                    )
+                    .order_by(GraphRelationship.weight.desc())
+                )
+            ).all()
+        order = {name: i for i, name in enumerate(found)}
+        return RoomGraph(
+            entities=sorted((_entity(r) for r in entities), key=lambda e: order[e.name]),
+            relationships=[_relationship(r) for r in rels],
+        )
+
+    async def replace_communities(self, room_id: str, communities: Sequence[Community]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(GraphCommunity).where(GraphCommunity.room_id == room_id))
+            rows = [
+                {
+                    "room_id": room_id,
+                    "id": c.id,
+                    "level": c.level,
+                    "parent_id": c.parent_id,
+                    "entity_names": c.entity_names,
+                }
+                for c in communities
+            ]
+            for start in range(0, len(rows), _BATCH):
+                await conn.execute(insert(GraphCommunity), rows[start : start + _BATCH])
+
+    async def get_communities(self, room_id: str) -> list[Community]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(GraphCommunity)
+                    .where(GraphCommunity.room_id == room_id)
+                    .order_by(GraphCommunity.level, GraphCommunity.id)
+                )
+            ).all()
+        return [
+            Community(
+                id=r.id, level=r.level, parent_id=r.parent_id, entity_names=list(r.entity_names)
+            )
+            for r in rows
+        ]
+
+    async def upsert_reports(self, room_id: str, reports: Sequence[CommunityReport]) -> None:
+        if not reports:
+            return
+        async with self.engine.begin() as conn:
+            for report in reports:
+                values = {
+                    "room_id": room_id,
+                    "community_id": report.community_id,
+                    "level": report.level,
+                    "title": report.title,
+                    "summary": report.summary,
+                    "findings": report.findings,
+                    "rank": report.rank,
+                    "content_hash": report.content_hash,
+                    "source_chunk_ids": report.source_chunk_ids,
+                }
+                stmt = insert(GraphCommunityReport).values(**values)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["room_id", "community_id"],
+                    set_={
+                        k: stmt.excluded[k] for k in values if k not in ("room_id", "community_id")
+                    }
+                    | {"generated_at": func.now()},
+                )
+                await conn.execute(stmt)
+
+    async def delete_reports(self, room_id: str, community_ids: Sequence[str]) -> None:
+        if not community_ids:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(GraphCommunityReport).where(
+                    GraphCommunityReport.room_id == room_id,
+                    GraphCommunityReport.community_id.in_(list(community_ids)),
+                )
+            )
+
+    async def get_reports(self, room_id: str) -> list[CommunityReport]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(GraphCommunityReport)
+                    .where(GraphCommunityReport.room_id == room_id)
+                    .order_by(GraphCommunityReport.rank.desc(), GraphCommunityReport.community_id)
+                )
+            ).all()
+        return [
+            CommunityReport(
+                community_id=r.community_id,
+                level=r.level,
+                title=r.title,
+                summary=r.summary,
+                findings=list(r.findings),
+                rank=r.rank,
+                content_hash=r.content_hash,
+                source_chunk_ids=list(r.source_chunk_ids),
+                generated_at=r.generated_at,
+            )
+            for r in rows
+        ]
+
+    async def counts(self, room_id: str) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            result = {}
+            for key, model in (
+                ("entities", GraphEntity),
+                ("relationships", GraphRelationship),
+                ("communities", GraphCommunity),
+                ("reports", GraphCommunityReport),
+            ):
+                result[key] = (
+                    await conn.execute(
+                        select(func.count()).select_from(model).where(model.room_id == room_id)
+                    )
+                ).scalar_one()
+        return result
+
+    async def wipe_room(self, room_id: str) -> None:
+        async with self.engine.begin() as conn:
+            for model in (GraphCommunityReport, GraphCommunity, GraphRelationship, GraphEntity):
+                await conn.execute(delete(model).where(model.room_id == room_id))

@@ -1,0 +1,1 @@
+"""Dagster definitions: the room knowledge graph as partitioned software-defined assets."""

@@ -1,0 +1,89 @@
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    MaterializeResult,
+    multi_asset,
+)
+
+from knowledge.indexing import build_graph
+from knowledge.invariants import names_normalized, relationships_have_entities, vectors_match_rows
+from pipelines.assets._checks import GROUP, check_result
+from pipelines.partitions import rooms_partitions
+from pipelines.resources import KnowledgeResource
+
+
+@multi_asset(
+    name="entities_and_relationships",
+    partitions_def=rooms_partitions,
+    specs=[
+        AssetSpec(
+            "entities",
+            deps=["chunks"],
+            group_name=GROUP,
+            kinds={"postgres"},
+            description="Merged, case-normalized entities of the room, embedded for search.",
+        ),
+        AssetSpec(
+            "relationships",
+            deps=["chunks"],
+            group_name=GROUP,
+            kinds={"postgres"},
+            description="Undirected relationships per entity pair, weights summed.",
+        ),
+    ],
+    check_specs=[
+        AssetCheckSpec("names_normalized", asset="entities", blocking=True),
+        AssetCheckSpec("entity_vectors_match_rows", asset="entities", blocking=True),
+        AssetCheckSpec("relationships_have_entities", asset="relationships", blocking=True),
+    ],
+)
+def entities_and_relationships(
+    context: AssetExecutionContext, knowledge: KnowledgeResource
+) -> Iterator[MaterializeResult]:
+    """Extract new chunks only (stored per chunk and extractor), then merge the whole room."""
+    room_id = context.partition_key
+
+    async def work(platform):  # type: ignore[no-untyped-def]
+        build = await build_graph(platform, room_id)
+        checks = (
+            await names_normalized(platform, room_id),
+            await vectors_match_rows(platform, room_id, "entities"),
+            await relationships_have_entities(platform, room_id),
+        )
+        return build, checks
+
+    build, (normalized, vectors, endpoints) = knowledge.run(work)
+    context.log.info(
+        "extracted %d of %d chunks: %d entities, %d relationships",
+        build.chunks_extracted,
+        build.chunks,
+        build.entities,
+        build.relationships,
+    )
+    yield MaterializeResult(
+        asset_key="entities",
+        metadata={
+            "entities": build.entities,
+            "chunks": build.chunks,
+            "chunks_extracted": build.chunks_extracted,
+            "entity_types": build.entity_types,
+            "vectors_written": build.vectors.written,
+            "vectors_deleted": build.vectors.deleted,
+            "seconds": round(build.seconds, 3),
+        },
+        check_results=[
+            check_result("entities", "names_normalized", normalized),
+            check_result("entities", "entity_vectors_match_rows", vectors),
+        ],
+    )
+    yield MaterializeResult(
+        asset_key="relationships",
+        metadata={
+            "relationships": build.relationships,
+            "dropped_relationships": build.dropped_relationships,
+        },
+        check_results=[check_result("relationships", "relationships_have_entities", endpoints)],
+    )

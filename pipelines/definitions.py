@@ -1,0 +1,13 @@
+"""Everything Dagster loads, assembled in one place (``workspace.yaml`` points here)."""
+
+from dagster import Definitions
+
+from pipelines.assets import room_graph_assets
+from pipelines.jobs import rebuild_room, refresh_room
+from pipelines.resources import KnowledgeResource
+
+defs = Definitions(
+    assets=room_graph_assets,
+    jobs=[refresh_room, rebuild_room],
+    resources={"knowledge": KnowledgeResource()},
+)

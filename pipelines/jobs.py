@@ -1,0 +1,25 @@
+from dagster import AssetSelection, define_asset_job
+
+from pipelines.partitions import rooms_partitions
+
+ROOM_GRAPH = AssetSelection.groups("room_graph")
+
+#: Incremental: only new chunks are extracted, only changed communities get new reports.
+refresh_room = define_asset_job(
+    "refresh_room",
+    selection=ROOM_GRAPH,
+    partitions_def=rooms_partitions,
+    description="Bring one room's knowledge graph up to date (incremental).",
+)
+
+#: The rebuild job's run config (exported so launchers that pass their own config can merge it).
+REBUILD_RUN_CONFIG = {"ops": {"chunks": {"config": {"wipe": True}}}}
+
+#: Wipes the room in every store, then re-derives everything; running it twice is a no-op.
+rebuild_room = define_asset_job(
+    "rebuild_room",
+    selection=ROOM_GRAPH,
+    partitions_def=rooms_partitions,
+    config=REBUILD_RUN_CONFIG,
+    description="Wipe one room in every store and rebuild its knowledge graph.",
+)
