@@ -70,10 +70,30 @@ def make_extractor(settings: Settings) -> Extractor:
 
 
 def make_stores(settings: Settings, engine: AsyncEngine) -> tuple[GraphStore, VectorStore]:
-    from knowledge.stores.pgvector_store import PgVectorStore
+    """Configured services where set, else the embedded PostgreSQL stores (imports are lazy so
+    the embedded default never needs the service clients)."""
+    graph: GraphStore
+    vectors: VectorStore
+
+    # Graph store. The Neo4j implementation goes here: `if settings.neo4j_uri: graph = …`.
     from knowledge.stores.postgres_graph import PostgresGraphStore
 
-    return PostgresGraphStore(engine), PgVectorStore(engine)
+    graph = PostgresGraphStore(engine)
+
+    # Vector store: Qdrant when QDRANT_URL (a server URL, or a folder for qdrant-client's
+    # one-process local mode) or QDRANT_HOST is set, else pgvector.
+    location = settings.qdrant_url or (
+        f"http://{settings.qdrant_host}:{settings.qdrant_port}" if settings.qdrant_host else None
+    )
+    if location:
+        from knowledge.stores.qdrant_store import QdrantVectorStore
+
+        vectors = QdrantVectorStore(location, api_key=settings.qdrant_api_key)
+    else:
+        from knowledge.stores.pgvector_store import PgVectorStore
+
+        vectors = PgVectorStore(engine)
+    return graph, vectors
 
 
 @asynccontextmanager

@@ -1,0 +1,280 @@
+"""Vector store on Qdrant (production), through ``qdrant-client``.
+
+One Qdrant collection per logical collection (``<prefix>chunks``, ``<prefix>entities``,
+``<prefix>communities``), each with
+
+- a named dense vector ``dense`` (cosine, dimension from :meth:`ensure_collection`);
+- a named sparse vector ``sparse`` with ``modifier=IDF``: BM25-style vectors computed here, no
+  model download. Token ids are a stable hash of :func:`lexical_terms` into a 2^31 space; a
+  document's values are BM25 term-frequency saturation (k1=1.2, b=0.75, a per-collection average
+  length constant), a query's are 1.0 per term; Qdrant multiplies in the IDF at query time;
+- a ``room_id`` keyword payload index with ``is_tenant=True`` and HNSW built per tenant
+  (``payload_m``) instead of globally: every read is filtered by room, so room A never sees
+  room B's points.
+
+Qdrant point ids must be UUIDs or integers: ours are strings (chunk ids, entity names, community
+ids) and only unique within a room, so the point id is ``uuid5(room_id, id)`` and the original id
+is kept in the payload (``pid``) along with ``room_id`` and ``text``. Those three payload keys are
+reserved. A hybrid search is one ``query_points`` call: a dense and a sparse ``Prefetch``, both
+filtered by room, fused with Qdrant's reciprocal rank fusion.
+
+The same class runs against a server (``http://…`` URL, optional API key) or qdrant-client's local
+mode (a folder, or ``":memory:"``), which is pure Python, ignores payload indexes and locks its
+folder to one process: fine for tests, not for the API + Dagster processes together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, models
+
+from knowledge.embeddings import lexical_terms
+from knowledge.stores.base import CHUNKS, COMMUNITIES, ENTITIES, VectorHit, VectorRecord
+
+DENSE = "dense"
+SPARSE = "sparse"
+# Payload keys the store owns; a record's own payload must not use them.
+RESERVED_KEYS = frozenset({"room_id", "pid", "text"})
+
+_BATCH = 256
+_SCROLL_PAGE = 1024
+_POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://coagent.studio/graph/qdrant-point")
+
+# BM25 parameters. Average document length (in lexical terms) per collection: chunks are a few
+# hundred tokens, entity texts a name and a short description, reports a paragraph or two.
+BM25_K1 = 1.2
+BM25_B = 0.75
+AVG_TERMS = {CHUNKS: 200.0, ENTITIES: 24.0, COMMUNITIES: 120.0}
+DEFAULT_AVG_TERMS = 100.0
+
+
+def term_id(term: str) -> int:
+    """A stable token id for a term in [0, 2^31) (sparse indices are uint32 in Qdrant)."""
+    digest = hashlib.blake2b(term.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+def _sparse(weights: dict[int, float]) -> models.SparseVector:
+    indices = sorted(weights)
+    return models.SparseVector(indices=indices, values=[weights[i] for i in indices])
+
+
+def sparse_document(text: str, avg_terms: float = DEFAULT_AVG_TERMS) -> models.SparseVector:
+    """BM25 term-frequency part of a document's terms (IDF is applied by Qdrant)."""
+    terms = lexical_terms(text)
+    length_norm = 1.0 - BM25_B + BM25_B * len(terms) / avg_terms
+    weights: dict[int, float] = {}
+    for term, tf in Counter(terms).items():
+        tid = term_id(term)
+        # Two terms hashing to one id (rare) add up, like a shared token would.
+        weights[tid] = weights.get(tid, 0.0) + tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * length_norm)
+    return _sparse(weights)
+
+
+def sparse_query(text: str) -> models.SparseVector:
+    return _sparse({term_id(term): 1.0 for term in lexical_terms(text)})
+
+
+def point_id(room_id: str, pid: str) -> str:
+    """Our ids are unique per room only (entity names), so the room is part of the point id."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{room_id}\x1f{pid}"))
+
+
+def _room_filter(room_id: str) -> models.Filter:
+    return models.Filter(
+        must=[models.FieldCondition(key="room_id", match=models.MatchValue(value=room_id))]
+    )
+
+
+class QdrantVectorStore:
+    """``location``: a server URL (``http://qdrant:6333``), a local folder, or ``":memory:"``."""
+
+    def __init__(
+        self,
+        location: str,
+        api_key: str | None = None,
+        prefix: str = "coagent_",
+        timeout: int = 30,
+    ) -> None:
+        self.prefix = prefix
+        if location.startswith(("http://", "https://")):
+            self.client = AsyncQdrantClient(url=location, api_key=api_key, timeout=timeout)
+            self.local = False
+        elif location == ":memory:":
+            self.client = AsyncQdrantClient(location=":memory:")
+            self.local = True
+        else:
+            self.client = AsyncQdrantClient(path=location)
+            self.local = True
+        # Qdrant collection name -> dense dimension, for collections known to exist.
+        self._ready: dict[str, int] = {}
+
+    def name(self, collection: str) -> str:
+        return self.prefix + collection
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # --- collections ----------------------------------------------------------------------------
+
+    async def ensure_collection(self, collection: str, dim: int) -> None:
+        name = self.name(collection)
+        if self._ready.get(name) == dim:
+            return
+        if not await self.client.collection_exists(name):
+            try:
+                await self.client.create_collection(
+                    name,
+                    vectors_config={
+                        DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)
+                    },
+                    sparse_vectors_config={
+                        SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                    },
+                    # Multitenancy: every search is filtered by room, so build HNSW links per
+                    # room (payload_m) rather than one global graph (m=0).
+                    hnsw_config=models.HnswConfigDiff(m=0, payload_m=16),
+                )
+            except Exception:
+                # Another process may have created it in the meantime.
+                if not await self.client.collection_exists(name):
+                    raise
+        info = await self.client.get_collection(name)
+        vectors = info.config.params.vectors
+        dense = vectors.get(DENSE) if isinstance(vectors, dict) else None
+        if dense is None or dense.size != dim:
+            have = "no dense vector" if dense is None else f"dense vectors of size {dense.size}"
+            raise ValueError(
+                f"Qdrant collection {name!r} has {have}, but the embedder makes {dim}: "
+                "delete the collection and rebuild the rooms to change embedders"
+            )
+        if "room_id" not in (info.payload_schema or {}):
+            await self.client.create_payload_index(
+                name,
+                "room_id",
+                field_schema=models.KeywordIndexParams(
+                    type=models.KeywordIndexType.KEYWORD, is_tenant=True
+                ),
+            )
+        self._ready[name] = dim
+
+    async def _exists(self, collection: str) -> bool:
+        name = self.name(collection)
+        if name in self._ready:
+            return True
+        return await self.client.collection_exists(name)
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    async def upsert(self, collection: str, room_id: str, records: Sequence[VectorRecord]) -> None:
+        if not records:
+            return
+        name = self.name(collection)
+        avg_terms = AVG_TERMS.get(collection, DEFAULT_AVG_TERMS)
+        points = []
+        for r in records:
+            clash = RESERVED_KEYS & r.payload.keys()
+            if clash:
+                raise ValueError(f"payload keys {sorted(clash)} are reserved by the vector store")
+            points.append(
+                models.PointStruct(
+                    id=point_id(room_id, r.id),
+                    vector={DENSE: list(r.vector), SPARSE: sparse_document(r.text, avg_terms)},
+                    payload={**r.payload, "room_id": room_id, "pid": r.id, "text": r.text},
+                )
+            )
+        for start in range(0, len(points), _BATCH):
+            await self.client.upsert(name, points=points[start : start + _BATCH], wait=True)
+
+    async def delete(self, collection: str, room_id: str, ids: Sequence[str]) -> None:
+        if not ids or not await self._exists(collection):
+            return
+        await self.client.delete(
+            self.name(collection),
+            points_selector=models.PointIdsList(points=[point_id(room_id, i) for i in ids]),
+            wait=True,
+        )
+
+    async def wipe_room(self, room_id: str) -> None:
+        response = await self.client.get_collections()
+        for description in response.collections:
+            if description.name.startswith(self.prefix):
+                await self.client.delete(
+                    description.name,
+                    points_selector=models.FilterSelector(filter=_room_filter(room_id)),
+                    wait=True,
+                )
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def fingerprints(self, collection: str, room_id: str) -> dict[str, str]:
+        if not await self._exists(collection):
+            return {}
+        result: dict[str, str] = {}
+        offset: Any = None
+        while True:
+            points, offset = await self.client.scroll(
+                self.name(collection),
+                scroll_filter=_room_filter(room_id),
+                limit=_SCROLL_PAGE,
+                offset=offset,
+                with_payload=["pid", "fingerprint"],
+                with_vectors=False,
+            )
+            for point in points:
+                payload = point.payload or {}
+                result[payload["pid"]] = payload.get("fingerprint") or ""
+            if offset is None:
+                return result
+
+    async def count(self, collection: str, room_id: str) -> int:
+        if not await self._exists(collection):
+            return 0
+        response = await self.client.count(
+            self.name(collection), count_filter=_room_filter(room_id), exact=True
+        )
+        return response.count
+
+    async def search(
+        self,
+        collection: str,
+        room_id: str,
+        query_text: str,
+        vector: list[float],
+        limit: int,
+    ) -> list[VectorHit]:
+        if limit <= 0 or not await self._exists(collection):
+            return []
+        name = self.name(collection)
+        dim = self._ready.get(name)
+        if dim is not None and len(vector) != dim:
+            raise ValueError(
+                f"query vector has {len(vector)} dimensions, collection {name!r} has {dim}"
+            )
+        room = _room_filter(room_id)
+        depth = max(limit * 3, 20)
+        prefetch = [models.Prefetch(query=list(vector), using=DENSE, filter=room, limit=depth)]
+        sparse = sparse_query(query_text)
+        if sparse.indices:
+            prefetch.append(models.Prefetch(query=sparse, using=SPARSE, filter=room, limit=depth))
+        response = await self.client.query_points(
+            name,
+            prefetch=prefetch,
+            query=models.FusionQuery(fusion=models.Fusion.RRF),
+            query_filter=room,
+            limit=limit,
+            with_payload=True,
+        )
+        hits = []
+        for point in response.points:
+            payload = dict(point.payload or {})
+            pid = payload.pop("pid")
+            body = payload.pop("text", "")
+            payload.pop("room_id", None)
+            hits.append(VectorHit(id=pid, score=float(point.score), text=body, payload=payload))
+        return hits
