@@ -11,8 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -65,6 +67,51 @@ class Settings(BaseSettings):
     leiden_max_cluster_size: int = Field(default=12, ge=2)
     # Dimensions of the offline hashing embedder.
     offline_embedding_dim: int = Field(default=256, ge=16, le=4096)
+
+    # --- serving (the API) ---
+    # Lifetimes of the access JWT and of a refresh token (and of its login session).
+    access_token_ttl_seconds: int = Field(default=900, ge=5, le=86_400)
+    refresh_token_ttl_seconds: int = Field(default=14 * 86_400, ge=60)
+    # Secure flag of the auth cookies: set COOKIE_SECURE=true whenever the API is served over
+    # HTTPS (always in production). SameSite is always Lax.
+    cookie_secure: bool = False
+    # Browser origins allowed by CORS and on the WebSocket handshake (comma-separated or JSON).
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "http://localhost:5173",
+            "http://127.0.0.1:5173",
+            "http://localhost:8000",
+            "http://127.0.0.1:8000",
+        ]
+    )
+    # The super admin created (idempotently) at start-up when both are set.
+    first_superuser: str | None = None
+    first_superuser_password: str | None = None
+    # Login rate limits: failed attempts per (client, email), and all attempts per client.
+    login_rate_limit: int = Field(default=10, ge=1)
+    login_ip_rate_limit: int = Field(default=100, ge=1)
+    login_rate_window_seconds: int = Field(default=60, ge=1)
+    # Largest accepted request body (413 above it).
+    max_request_bytes: int = Field(default=5_000_000, ge=1024)
+    # WebSocket: frames queued per connection before a slow client is dropped; heartbeat period;
+    # most messages replayed on a reconnect with ``after=<id>``.
+    ws_queue_size: int = Field(default=256, ge=1)
+    ws_heartbeat_seconds: float = Field(default=20.0, gt=0)
+    ws_replay_limit: int = Field(default=1000, ge=1)
+    # Approximate length the ``graphrag:events`` stream is trimmed to.
+    events_stream_maxlen: int = Field(default=100_000, ge=100)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                import json
+
+                return json.loads(value)
+            return [v.strip().rstrip("/") for v in value.split(",") if v.strip()]
+        return value
 
     @property
     def uses_embedded_postgres(self) -> bool:
