@@ -32,7 +32,7 @@ def run_room_job(
 ) -> RunOutcome:
     """Run ``refresh_room`` / ``rebuild_room`` for one room partition in this process."""
     instance.add_dynamic_partitions("rooms", [room_id])
-    job = defs.get_job_def(job_name)
+    job = defs.resolve_job_def(job_name)
     run_id = make_new_run_id()
     result: dict[str, Any] = {}
 
@@ -90,5 +90,12 @@ def run_room_job(
             if not evaluation.passed:
                 outcome.failed_checks.append(evaluation.check_name)
         elif event.event_type == DagsterEventType.STEP_FAILURE:
-            outcome.error = event.event_specific_data.error.message.strip()
+            outcome.error = _root_cause(event.event_specific_data.error)
     return outcome
+
+
+def _root_cause(error: Any) -> str:
+    """The innermost error message: Dagster wraps the domain error in its own."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return str(error.message).strip()

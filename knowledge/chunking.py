@@ -4,10 +4,10 @@ Messages, in time order, are packed whole into chunks of at most ``max_tokens``;
 repeats the last whole messages of the previous one up to ``overlap_tokens``. A message is split
 only when it alone exceeds ``max_tokens``. Artifacts are chunked separately.
 
-Boundaries are content-defined: once a chunk holds at least half its budget, a message whose id
-hashes to an anchor closes it. An edit or deletion then moves only the boundaries up to the next
-anchor instead of every boundary after it, so an incremental refresh re-extracts a few chunks,
-not the rest of the room. The chunk id is a hash of room + text, so unchanged text keeps its id.
+Boundaries are content-defined: a message whose id hashes to an anchor (about one per 50 tokens of budget) starts a
+new chunk, without overlap, once the current chunk holds a quarter of its budget. An edit or
+deletion then moves only the boundaries up to the next anchor instead of every boundary after
+it, so an incremental refresh re-extracts a few chunks, not the rest of the room. The chunk id is a hash of room + text, so unchanged text keeps its id.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from knowledge.tokens import count_tokens, decode, encode
 
-# One message in eight (by id hash) may close a chunk early; see the module docstring.
-_ANCHOR_MODULUS = 8
+# About one anchor per this many tokens of budget (by message id hash); see the module docstring.
+_TOKENS_PER_ANCHOR = 50
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ def chunk_id(room_id: str, text: str) -> str:
     return hashlib.sha256(f"{room_id}\x1f{text}".encode()).hexdigest()[:32]
 
 
-def _is_anchor(message_id: int) -> bool:
+def _is_anchor(message_id: int, modulus: int) -> bool:
     digest = hashlib.blake2b(str(message_id).encode(), digest_size=2).digest()
-    return int.from_bytes(digest, "big") % _ANCHOR_MODULUS == 0
+    return int.from_bytes(digest, "big") % modulus == 0
 
 
 def _windows(tokens: list[int], size: int, overlap: int) -> list[list[int]]:
@@ -76,6 +76,7 @@ def chunk_messages(
     if max_tokens <= 0:
         raise ValueError("max_tokens must be positive")
     overlap_tokens = min(overlap_tokens, max_tokens // 2)
+    modulus = max(4, max_tokens // _TOKENS_PER_ANCHOR)
     lines = [(m, f"{m.speaker}: {m.content}") for m in messages if m.content.strip()]
     sized = [(m, line, count_tokens(line) + 1) for m, line in lines]  # +1 for the newline
 
@@ -119,15 +120,17 @@ def chunk_messages(
             for window in _windows(encode(line), max_tokens, overlap_tokens):
                 emit([(message, decode(window), len(window))])
             continue
-        if current_tokens + n > max_tokens and fresh:
+        if fresh and _is_anchor(message.id, modulus) and current_tokens >= max_tokens // 4:
+            # A hard boundary without overlap: both sides of an earlier edit agree from here.
+            emit(current)
+            current, current_tokens, fresh = [], 0, 0
+        elif current_tokens + n > max_tokens and fresh:
             close()
             if current_tokens + n > max_tokens:
                 current, current_tokens = [], 0
         current.append((message, line, n))
         current_tokens += n
         fresh += 1
-        if current_tokens >= max_tokens // 2 and _is_anchor(message.id):
-            close()
     if fresh:
         emit(current)
     return chunks

