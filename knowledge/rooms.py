@@ -11,13 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import (
     Artifact,
+    ArtifactVersion,
     AuthorKind,
     Course,
+    CourseMember,
     Message,
     Room,
     RoomMember,
@@ -181,9 +183,19 @@ async def create_artifact(
     _check_content(content, max_chars, "artifact")
     await get_room(session, room_id)
     artifact = Artifact(
-        room_id=room_id, title=title.strip(), content=content, created_by=created_by
+        room_id=room_id, title=title.strip(), content=content, created_by=created_by, version=1
     )
     session.add(artifact)
+    await session.flush()
+    session.add(
+        ArtifactVersion(
+            artifact_id=artifact.id,
+            version=1,
+            title=artifact.title,
+            content=content,
+            created_by=created_by,
+        )
+    )
     await session.flush()
     return artifact
 
@@ -255,3 +267,433 @@ async def messages_by_ids(
         )
         for mid, content, name, kind in rows
     ]
+
+
+# --- reads, updates and deletes used by the API ------------------------------------------------
+
+
+class VersionConflictError(InvalidInputError):
+    """The object changed since the version the caller last saw; nothing was changed."""
+
+
+def _parse_uuid(value: str | uuid.UUID, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFoundError(f"{what} {value!r} does not exist") from None
+
+
+async def _page(session: AsyncSession, query: Select, limit: int, offset: int) -> tuple[list, int]:  # type: ignore[type-arg]
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = (await session.execute(query.limit(limit).offset(offset))).scalars().all()
+    return list(rows), int(total)
+
+
+# users
+
+
+async def get_user(session: AsyncSession, user_id: str | uuid.UUID) -> User:
+    user = await session.get(User, _parse_uuid(user_id, "user"))
+    if user is None:
+        raise NotFoundError(f"user {user_id} does not exist")
+    return user
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    result = await session.execute(select(User).where(User.email == email.strip().lower()))
+    return result.scalar_one_or_none()
+
+
+async def list_users(
+    session: AsyncSession, limit: int, offset: int, search: str | None = None
+) -> tuple[list[User], int]:
+    query = select(User).order_by(User.created_at, User.id)
+    if search and search.strip():
+        pattern = "%" + search.strip().lower().replace("\\", "\\\\").replace("%", "\\%") + "%"
+        query = query.where(
+            or_(User.email.like(pattern, escape="\\"), func.lower(User.full_name).like(pattern))
+        )
+    return await _page(session, query, limit, offset)
+
+
+async def delete_user(session: AsyncSession, user_id: uuid.UUID) -> None:
+    user = await get_user(session, user_id)
+    await session.delete(user)
+    await session.flush()
+
+
+# courses
+
+
+async def get_course(session: AsyncSession, course_id: str | uuid.UUID) -> Course:
+    course = await session.get(Course, _parse_uuid(course_id, "course"))
+    if course is None:
+        raise NotFoundError(f"course {course_id} does not exist")
+    return course
+
+
+def _course_visible_to(user_id: uuid.UUID):  # type: ignore[no-untyped-def]
+    """Courses a user owns, belongs to, or has a room in."""
+    return or_(
+        Course.owner_id == user_id,
+        exists().where(CourseMember.course_id == Course.id, CourseMember.user_id == user_id),
+        exists().where(
+            Room.course_id == Course.id,
+            RoomMember.room_id == Room.id,
+            RoomMember.user_id == user_id,
+        ),
+    )
+
+
+async def list_courses(
+    session: AsyncSession, limit: int, offset: int, visible_to: uuid.UUID | None = None
+) -> tuple[list[Course], int]:
+    """All courses, or only those visible to ``visible_to`` when given."""
+    query = select(Course).order_by(Course.created_at, Course.id)
+    if visible_to is not None:
+        query = query.where(_course_visible_to(visible_to))
+    return await _page(session, query, limit, offset)
+
+
+async def update_course(
+    session: AsyncSession,
+    course_id: uuid.UUID,
+    name: str | None = None,
+    description: str | None = None,
+) -> Course:
+    course = await get_course(session, course_id)
+    if name is not None:
+        if not name.strip():
+            raise InvalidInputError("a course needs a name")
+        course.name = name.strip()
+    if description is not None:
+        course.description = description
+    await session.flush()
+    return course
+
+
+async def delete_course(session: AsyncSession, course_id: uuid.UUID) -> None:
+    await session.delete(await get_course(session, course_id))
+    await session.flush()
+
+
+async def course_role(
+    session: AsyncSession, course_id: uuid.UUID, user_id: uuid.UUID
+) -> str | None:
+    """``owner``, the member's role (``teacher``, ``student``), or None."""
+    course = await get_course(session, course_id)
+    if course.owner_id == user_id:
+        return "owner"
+    member = await session.get(CourseMember, (course_id, user_id))
+    return member.role if member is not None else None
+
+
+async def set_course_member(
+    session: AsyncSession, course_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> CourseMember:
+    await get_course(session, course_id)
+    await get_user(session, user_id)
+    member = await session.get(CourseMember, (course_id, user_id))
+    if member is None:
+        member = CourseMember(course_id=course_id, user_id=user_id, role=role)
+        session.add(member)
+    else:
+        member.role = role
+    await session.flush()
+    return member
+
+
+async def remove_course_member(
+    session: AsyncSession, course_id: uuid.UUID, user_id: uuid.UUID
+) -> None:
+    member = await session.get(CourseMember, (course_id, user_id))
+    if member is None:
+        raise NotFoundError(f"user {user_id} is not a member of course {course_id}")
+    await session.delete(member)
+    await session.flush()
+
+
+async def list_course_members(
+    session: AsyncSession, course_id: uuid.UUID, limit: int, offset: int
+) -> tuple[list[tuple[CourseMember, User]], int]:
+    await get_course(session, course_id)
+    base = (
+        select(CourseMember, User)
+        .join(User, User.id == CourseMember.user_id)
+        .where(CourseMember.course_id == course_id)
+    )
+    total = (await session.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
+    rows = await session.execute(base.order_by(User.email).limit(limit).offset(offset))
+    return [(m, u) for m, u in rows.tuples()], int(total)
+
+
+# rooms and room members
+
+
+async def list_rooms(
+    session: AsyncSession,
+    limit: int,
+    offset: int,
+    visible_to: uuid.UUID | None = None,
+    course_id: uuid.UUID | None = None,
+) -> tuple[list[Room], int]:
+    """Rooms (of one course when given); with ``visible_to``, only the rooms that user is a
+    member of or that belong to a course the user owns or teaches."""
+    query = select(Room).order_by(Room.created_at, Room.id)
+    if course_id is not None:
+        query = query.where(Room.course_id == course_id)
+    if visible_to is not None:
+        query = query.where(
+            or_(
+                exists().where(RoomMember.room_id == Room.id, RoomMember.user_id == visible_to),
+                exists().where(
+                    Course.id == Room.course_id,
+                    or_(
+                        Course.owner_id == visible_to,
+                        exists().where(
+                            CourseMember.course_id == Course.id,
+                            CourseMember.user_id == visible_to,
+                            CourseMember.role == "teacher",
+                        ),
+                    ),
+                ),
+            )
+        )
+    return await _page(session, query, limit, offset)
+
+
+async def update_room(session: AsyncSession, room_id: uuid.UUID, name: str) -> Room:
+    room = await get_room(session, room_id)
+    if not name.strip():
+        raise InvalidInputError("a room needs a name")
+    room.name = name.strip()
+    await session.flush()
+    return room
+
+
+async def delete_room(session: AsyncSession, room_id: uuid.UUID) -> None:
+    await session.delete(await get_room(session, room_id))
+    await session.flush()
+
+
+async def room_member(
+    session: AsyncSession, room_id: uuid.UUID, user_id: uuid.UUID
+) -> RoomMember | None:
+    return await session.get(RoomMember, (room_id, user_id))
+
+
+async def set_room_member(
+    session: AsyncSession, room_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> RoomMember:
+    await get_room(session, room_id)
+    await get_user(session, user_id)
+    member = await session.get(RoomMember, (room_id, user_id))
+    if member is None:
+        member = RoomMember(room_id=room_id, user_id=user_id, role=role)
+        session.add(member)
+    else:
+        member.role = role
+    await session.flush()
+    return member
+
+
+async def remove_room_member(session: AsyncSession, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    member = await session.get(RoomMember, (room_id, user_id))
+    if member is None:
+        raise NotFoundError(f"user {user_id} is not a member of room {room_id}")
+    await session.delete(member)
+    await session.flush()
+
+
+async def list_room_members(
+    session: AsyncSession, room_id: uuid.UUID, limit: int, offset: int
+) -> tuple[list[tuple[RoomMember, User]], int]:
+    await get_room(session, room_id)
+    base = (
+        select(RoomMember, User)
+        .join(User, User.id == RoomMember.user_id)
+        .where(RoomMember.room_id == room_id)
+    )
+    total = (await session.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
+    rows = await session.execute(
+        base.order_by(RoomMember.joined_at, User.email).limit(limit).offset(offset)
+    )
+    return [(m, u) for m, u in rows.tuples()], int(total)
+
+
+# messages
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """A live message with its author's name, as the API shows it."""
+
+    id: int
+    room_id: uuid.UUID
+    author_id: uuid.UUID | None
+    author_kind: AuthorKind
+    author_name: str
+    content: str
+    created_at: datetime
+    edited_at: datetime | None
+
+
+def _record(message: Message, name: str | None) -> MessageRecord:
+    return MessageRecord(
+        id=message.id,
+        room_id=message.room_id,
+        author_id=message.author_id,
+        author_kind=message.author_kind,
+        author_name=name
+        or (AGENT_SPEAKER if message.author_kind == AuthorKind.agent else "Unknown"),
+        content=message.content,
+        created_at=message.created_at,
+        edited_at=message.edited_at,
+    )
+
+
+async def get_message(session: AsyncSession, room_id: uuid.UUID, message_id: int) -> MessageRecord:
+    message = await _room_message(session, room_id, message_id)
+    name = None
+    if message.author_id is not None:
+        author = await session.get(User, message.author_id)
+        name = author.full_name if author is not None else None
+    return _record(message, name)
+
+
+async def message_record(session: AsyncSession, message: Message) -> MessageRecord:
+    """The record of a message just written in this session."""
+    await session.refresh(message)
+    name = None
+    if message.author_id is not None:
+        author = await session.get(User, message.author_id)
+        name = author.full_name if author is not None else None
+    return _record(message, name)
+
+
+async def list_messages(
+    session: AsyncSession,
+    room_id: uuid.UUID,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+) -> tuple[list[MessageRecord], bool]:
+    """A page of live messages in id order, and whether there are more in that direction.
+
+    ``after``: the oldest messages newer than that id (a reconnect fills its gap with these);
+    otherwise the newest messages older than ``before`` (or the newest of all).
+    """
+    await get_room(session, room_id)
+    query = (
+        select(Message, User.full_name)
+        .outerjoin(User, User.id == Message.author_id)
+        .where(Message.room_id == room_id, Message.deleted_at.is_(None))
+    )
+    if after is not None:
+        query = query.where(Message.id > after).order_by(Message.id)
+    else:
+        if before is not None:
+            query = query.where(Message.id < before)
+        query = query.order_by(Message.id.desc())
+    rows = (await session.execute(query.limit(limit + 1))).tuples().all()
+    has_more = len(rows) > limit
+    records = [_record(m, name) for m, name in rows[:limit]]
+    if after is None:
+        records.reverse()
+    return records, has_more
+
+
+# artifacts
+
+
+async def get_artifact(
+    session: AsyncSession, room_id: uuid.UUID, artifact_id: str | uuid.UUID
+) -> Artifact:
+    artifact = await session.get(Artifact, _parse_uuid(artifact_id, "artifact"))
+    if artifact is None or artifact.room_id != room_id or artifact.deleted_at is not None:
+        raise NotFoundError(f"artifact {artifact_id} does not exist in room {room_id}")
+    return artifact
+
+
+async def list_artifacts(
+    session: AsyncSession, room_id: uuid.UUID, limit: int, offset: int
+) -> tuple[list[Artifact], int]:
+    await get_room(session, room_id)
+    query = (
+        select(Artifact)
+        .where(Artifact.room_id == room_id, Artifact.deleted_at.is_(None))
+        .order_by(Artifact.created_at, Artifact.id)
+    )
+    return await _page(session, query, limit, offset)
+
+
+async def update_artifact(
+    session: AsyncSession,
+    room_id: uuid.UUID,
+    artifact_id: uuid.UUID,
+    max_chars: int,
+    title: str | None = None,
+    content: str | None = None,
+    edited_by: uuid.UUID | None = None,
+    expected_version: int | None = None,
+) -> Artifact:
+    """Save a new version (title and/or content); ``expected_version`` guards lost updates."""
+    artifact = await get_artifact(session, room_id, artifact_id)
+    # Lock the row so concurrent saves get consecutive versions.
+    await session.refresh(artifact, with_for_update=True)
+    if expected_version is not None and artifact.version != expected_version:
+        raise VersionConflictError(
+            f"artifact {artifact_id} is at version {artifact.version}, not {expected_version}"
+        )
+    if title is not None:
+        if not title.strip():
+            raise InvalidInputError("an artifact needs a title")
+        artifact.title = title.strip()
+    if content is not None:
+        artifact.content = _check_content(content, max_chars, "artifact")
+    artifact.version += 1
+    artifact.updated_at = datetime.now(UTC)
+    session.add(
+        ArtifactVersion(
+            artifact_id=artifact.id,
+            version=artifact.version,
+            title=artifact.title,
+            content=artifact.content,
+            created_by=edited_by,
+        )
+    )
+    await session.flush()
+    return artifact
+
+
+async def delete_artifact(
+    session: AsyncSession, room_id: uuid.UUID, artifact_id: uuid.UUID
+) -> Artifact:
+    artifact = await get_artifact(session, room_id, artifact_id)
+    artifact.deleted_at = datetime.now(UTC)
+    await session.flush()
+    return artifact
+
+
+async def list_artifact_versions(
+    session: AsyncSession, room_id: uuid.UUID, artifact_id: uuid.UUID, limit: int, offset: int
+) -> tuple[list[ArtifactVersion], int]:
+    await get_artifact(session, room_id, artifact_id)
+    query = (
+        select(ArtifactVersion)
+        .where(ArtifactVersion.artifact_id == artifact_id)
+        .order_by(ArtifactVersion.version.desc())
+    )
+    return await _page(session, query, limit, offset)
+
+
+async def get_artifact_version(
+    session: AsyncSession, room_id: uuid.UUID, artifact_id: uuid.UUID, version: int
+) -> ArtifactVersion:
+    await get_artifact(session, room_id, artifact_id)
+    row = await session.get(ArtifactVersion, (artifact_id, version))
+    if row is None:
+        raise NotFoundError(f"artifact {artifact_id} has no version {version}")
+    return row
