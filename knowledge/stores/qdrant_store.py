@@ -41,8 +41,6 @@ SPARSE = "sparse"
 # Payload keys the store owns; a record's own payload must not use them.
 RESERVED_KEYS = frozenset({"room_id", "pid", "text"})
 
-_BATCH = 256
-_SCROLL_PAGE = 1024
 _POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://coagent.studio/graph/qdrant-point")
 
 # BM25 parameters. Average document length (in lexical terms) per collection: chunks are a few
@@ -93,6 +91,10 @@ def _room_filter(room_id: str) -> models.Filter:
 
 class QdrantVectorStore:
     """``location``: a server URL (``http://qdrant:6333``), a local folder, or ``":memory:"``."""
+
+    # Points per upsert request and per scroll page.
+    batch_size = 256
+    scroll_page = 1024
 
     def __init__(
         self,
@@ -188,8 +190,10 @@ class QdrantVectorStore:
                     payload={**r.payload, "room_id": room_id, "pid": r.id, "text": r.text},
                 )
             )
-        for start in range(0, len(points), _BATCH):
-            await self.client.upsert(name, points=points[start : start + _BATCH], wait=True)
+        for start in range(0, len(points), self.batch_size):
+            await self.client.upsert(
+                name, points=points[start : start + self.batch_size], wait=True
+            )
 
     async def delete(self, collection: str, room_id: str, ids: Sequence[str]) -> None:
         if not ids or not await self._exists(collection):
@@ -221,7 +225,7 @@ class QdrantVectorStore:
             points, offset = await self.client.scroll(
                 self.name(collection),
                 scroll_filter=_room_filter(room_id),
-                limit=_SCROLL_PAGE,
+                limit=self.scroll_page,
                 offset=offset,
                 with_payload=["pid", "fingerprint"],
                 with_vectors=False,
