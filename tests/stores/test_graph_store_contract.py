@@ -1,0 +1,313 @@
+"""One contract for every GraphStore: same inputs, same expected results.
+
+Implementations are the params of the ``graph_store`` fixture (with ids): PostgreSQL tables on the
+real embedded server now; a Neo4j store is added as one more param.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
+from knowledge.platform import Platform
+from knowledge.stores.base import GraphStore
+from knowledge.stores.postgres_graph import PostgresGraphStore
+
+
+@pytest.fixture(params=[pytest.param("postgres", id="postgres")])
+async def graph_store(
+    request: pytest.FixtureRequest, platform: Platform
+) -> AsyncIterator[GraphStore]:
+    if request.param == "postgres":
+        store: GraphStore = PostgresGraphStore(platform.engine)
+    else:  # pragma: no cover - every param needs a branch
+        raise AssertionError(request.param)
+    await store.ensure_schema()
+    yield store
+
+
+def new_room() -> str:
+    return f"room-{uuid.uuid4().hex[:12]}"
+
+
+def entity(name: str, kind: str = "PERSON", chunks: tuple[str, ...] = ("k1",)) -> Entity:
+    return Entity(
+        name=name,
+        display_name=name.title(),
+        type=kind,
+        description=f"{name.title()} of the play.",
+        source_chunk_ids=list(chunks),
+        mentions=len(name),
+    )
+
+
+def rel(source: str, target: str, weight: float, chunks: tuple[str, ...] = ("k1",)) -> Relationship:
+    return Relationship(
+        source=source,
+        target=target,
+        weight=weight,
+        description=f"{source} and {target}",
+        source_chunk_ids=list(chunks),
+    )
+
+
+# A chain a - b - c - d - e plus a - f; a - b is the strongest tie of a.
+#
+#   f --1-- a --3-- b --2-- c --2-- d --2-- e
+def sample_graph() -> RoomGraph:
+    return RoomGraph(
+        entities=[
+            entity("alpha", chunks=("k1", "k2")),
+            entity("beta"),
+            entity("gamma", "PLACE"),
+            entity("delta"),
+            entity("epsilon", "ORGANIZATION", chunks=("k3",)),
+            entity("phi", "PLACE"),
+        ],
+        relationships=[
+            rel("alpha", "beta", 3.0, ("k1", "k2")),
+            rel("beta", "gamma", 2.0),
+            rel("delta", "gamma", 2.0),
+            rel("delta", "epsilon", 2.0),
+            rel("alpha", "phi", 1.0),
+        ],
+    )
+
+
+def canonical(graph: RoomGraph) -> tuple[list[Entity], list[Relationship]]:
+    return (
+        sorted(graph.entities, key=lambda e: e.name),
+        sorted(graph.relationships, key=lambda r: r.pair),
+    )
+
+
+def names(graph: RoomGraph) -> set[str]:
+    return {e.name for e in graph.entities}
+
+
+def pairs(graph: RoomGraph) -> set[tuple[str, str]]:
+    return {r.pair for r in graph.relationships}
+
+
+def sample_communities() -> list[Community]:
+    return [
+        Community(id="c0-a", level=0, parent_id=None, entity_names=["alpha", "beta", "phi"]),
+        Community(id="c0-b", level=0, parent_id=None, entity_names=["delta", "epsilon", "gamma"]),
+        Community(id="c1-a", level=1, parent_id="c0-a", entity_names=["alpha", "beta"]),
+        Community(id="c1-b", level=1, parent_id="c0-a", entity_names=["phi"]),
+    ]
+
+
+def report(community_id: str, rank: float, summary: str = "A summary.") -> CommunityReport:
+    return CommunityReport(
+        community_id=community_id,
+        level=0 if community_id.startswith("c0") else 1,
+        title=f"Report {community_id}",
+        summary=summary,
+        findings=[{"summary": "finding", "explanation": "because"}],
+        rank=rank,
+        content_hash=f"hash-{community_id}",
+        source_chunk_ids=["k1", "k2"],
+    )
+
+
+@pytest.fixture
+async def room(graph_store: GraphStore) -> str:
+    room_id = new_room()
+    await graph_store.replace_graph(room_id, sample_graph())
+    return room_id
+
+
+# --- entities and relationships -----------------------------------------------------------------
+
+
+async def test_replace_graph_round_trip(graph_store: GraphStore, room: str) -> None:
+    stored = await graph_store.get_graph(room)
+    assert canonical(stored) == canonical(sample_graph())
+    # Stored order: entities by name, relationships by (source, target).
+    assert [e.name for e in stored.entities] == sorted(names(stored))
+    assert [r.pair for r in stored.relationships] == sorted(pairs(stored))
+
+
+async def test_replace_graph_twice_gives_the_same_state(graph_store: GraphStore, room: str) -> None:
+    before = await graph_store.get_graph(room)
+    counts = await graph_store.counts(room)
+    await graph_store.replace_graph(room, sample_graph())
+    assert canonical(await graph_store.get_graph(room)) == canonical(before)
+    assert await graph_store.counts(room) == counts
+
+
+async def test_replace_graph_makes_the_room_exactly_the_new_graph(
+    graph_store: GraphStore, room: str
+) -> None:
+    smaller = RoomGraph(
+        entities=[entity("alpha", chunks=("k9",)), entity("omega")],
+        relationships=[rel("alpha", "omega", 5.0, ("k9",))],
+    )
+    await graph_store.replace_graph(room, smaller)
+    assert canonical(await graph_store.get_graph(room)) == canonical(smaller)
+    assert await graph_store.entity_names(room) == ["alpha", "omega"]
+    await graph_store.replace_graph(room, RoomGraph(entities=[], relationships=[]))
+    assert await graph_store.get_graph(room) == RoomGraph(entities=[], relationships=[])
+
+
+async def test_get_entities_and_names(graph_store: GraphStore, room: str) -> None:
+    assert await graph_store.entity_names(room) == sorted(names(sample_graph()))
+    found = await graph_store.get_entities(room, ["gamma", "alpha", "nobody"])
+    assert found == [entity("alpha", chunks=("k1", "k2")), entity("gamma", "PLACE")]
+    assert await graph_store.get_entities(room, []) == []
+
+
+async def test_neighbourhood_hops(graph_store: GraphStore, room: str) -> None:
+    zero = await graph_store.neighbourhood(room, ["alpha"], hops=0, limit=10)
+    assert names(zero) == {"alpha"}
+    assert zero.relationships == []
+
+    one = await graph_store.neighbourhood(room, ["alpha"], hops=1, limit=10)
+    assert names(one) == {"alpha", "beta", "phi"}
+    # Only the edges among the entities found.
+    assert pairs(one) == {("alpha", "beta"), ("alpha", "phi")}
+    assert one.entities[0].name == "alpha"  # seeds first
+
+    two = await graph_store.neighbourhood(room, ["alpha"], hops=2, limit=10)
+    assert names(two) == {"alpha", "beta", "phi", "gamma"}
+    assert pairs(two) == {("alpha", "beta"), ("alpha", "phi"), ("beta", "gamma")}
+
+    everything = await graph_store.neighbourhood(room, ["alpha"], hops=10, limit=100)
+    assert canonical(everything) == canonical(sample_graph())
+
+    # Several seeds; an unknown seed finds nothing and breaks nothing.
+    both = await graph_store.neighbourhood(room, ["epsilon", "phi", "nobody"], hops=1, limit=10)
+    assert names(both) == {"epsilon", "delta", "phi", "alpha"}
+    assert pairs(both) == {("delta", "epsilon"), ("alpha", "phi")}
+    assert names(await graph_store.neighbourhood(room, ["nobody"], hops=2, limit=10)) == set()
+
+
+async def test_neighbourhood_limit(graph_store: GraphStore, room: str) -> None:
+    for limit in (1, 2, 3, 4):
+        sub = await graph_store.neighbourhood(room, ["alpha"], hops=5, limit=limit)
+        assert len(sub.entities) == limit
+        assert "alpha" in names(sub)
+        assert pairs(sub) <= pairs(sample_graph())
+        assert all(r.source in names(sub) and r.target in names(sub) for r in sub.relationships)
+    # When the limit cuts, the stronger tie wins: alpha - beta (3) over alpha - phi (1).
+    assert names(await graph_store.neighbourhood(room, ["alpha"], hops=1, limit=2)) == {
+        "alpha",
+        "beta",
+    }
+    # The limit bounds the seeds too.
+    sub = await graph_store.neighbourhood(room, ["alpha", "beta", "gamma"], hops=1, limit=2)
+    assert names(sub) == {"alpha", "beta"}
+
+
+# --- communities and reports --------------------------------------------------------------------
+
+
+async def test_communities_round_trip_and_replace(graph_store: GraphStore, room: str) -> None:
+    await graph_store.replace_communities(room, sample_communities())
+    stored = await graph_store.get_communities(room)
+    assert stored == sorted(sample_communities(), key=lambda c: (c.level, c.id))
+
+    await graph_store.replace_communities(room, sample_communities())
+    assert await graph_store.get_communities(room) == stored
+
+    fewer = [Community(id="c0-z", level=0, parent_id=None, entity_names=["alpha"])]
+    await graph_store.replace_communities(room, fewer)
+    assert await graph_store.get_communities(room) == fewer
+    await graph_store.replace_communities(room, [])
+    assert await graph_store.get_communities(room) == []
+
+
+async def test_reports_round_trip_upsert_and_delete(graph_store: GraphStore, room: str) -> None:
+    await graph_store.replace_communities(room, sample_communities())
+    written = [report("c1-a", 2.0), report("c0-a", 7.5), report("c0-b", 7.5)]
+    await graph_store.upsert_reports(room, written)
+    stored = await graph_store.get_reports(room)
+    # Highest rank first, then by community id.
+    assert [r.community_id for r in stored] == ["c0-a", "c0-b", "c1-a"]
+    assert all(r.generated_at is not None for r in stored)
+    by_id = {r.community_id: r for r in stored}
+    for expected in written:
+        got = by_id[expected.community_id]
+        assert got.level == expected.level
+        assert got.title == expected.title
+        assert got.summary == expected.summary
+        assert got.findings == expected.findings
+        assert got.rank == expected.rank
+        assert got.content_hash == expected.content_hash
+        assert got.source_chunk_ids == expected.source_chunk_ids
+
+    # Upserting again updates in place.
+    await graph_store.upsert_reports(room, [report("c1-a", 9.0, "A new summary.")])
+    await graph_store.upsert_reports(room, [])
+    stored = await graph_store.get_reports(room)
+    assert [r.community_id for r in stored] == ["c1-a", "c0-a", "c0-b"]
+    assert stored[0].summary == "A new summary."
+    assert (await graph_store.counts(room))["reports"] == 3
+
+    await graph_store.delete_reports(room, ["c0-a", "c9-none"])
+    await graph_store.delete_reports(room, [])
+    assert [r.community_id for r in await graph_store.get_reports(room)] == ["c1-a", "c0-b"]
+
+
+async def test_counts(graph_store: GraphStore, room: str) -> None:
+    await graph_store.replace_communities(room, sample_communities())
+    await graph_store.upsert_reports(room, [report("c0-a", 1.0)])
+    assert await graph_store.counts(room) == {
+        "entities": 6,
+        "relationships": 5,
+        "communities": 4,
+        "reports": 1,
+    }
+    empty = {"entities": 0, "relationships": 0, "communities": 0, "reports": 0}
+    assert await graph_store.counts(new_room()) == empty
+
+
+# --- rooms --------------------------------------------------------------------------------------
+
+
+async def test_rooms_are_isolated_and_wipe_room_touches_one_room(
+    graph_store: GraphStore, room: str
+) -> None:
+    other = new_room()
+    # The same names in another room, with one more edge (alpha - gamma).
+    other_graph = sample_graph()
+    other_graph.relationships.append(rel("alpha", "gamma", 9.0))
+    await graph_store.replace_graph(other, other_graph)
+    await graph_store.replace_communities(other, sample_communities())
+    await graph_store.upsert_reports(other, [report("c0-a", 1.0)])
+    await graph_store.replace_communities(room, sample_communities()[:1])
+    await graph_store.upsert_reports(room, [report("c0-a", 1.0), report("c0-b", 1.0)])
+
+    # Writes and reads stay in their room.
+    assert canonical(await graph_store.get_graph(room)) == canonical(sample_graph())
+    assert (await graph_store.counts(room))["relationships"] == 5
+    assert (await graph_store.counts(other))["relationships"] == 6
+    one = await graph_store.neighbourhood(room, ["alpha"], hops=1, limit=10)
+    assert "gamma" not in names(one)
+    assert "gamma" in names(await graph_store.neighbourhood(other, ["alpha"], hops=1, limit=10))
+    await graph_store.delete_reports(other, ["c0-b"])
+    assert len(await graph_store.get_reports(room)) == 2
+
+    before = await graph_store.counts(other)
+    graph_before = canonical(await graph_store.get_graph(other))
+    await graph_store.wipe_room(room)
+
+    assert await graph_store.counts(room) == {
+        "entities": 0,
+        "relationships": 0,
+        "communities": 0,
+        "reports": 0,
+    }
+    assert await graph_store.get_graph(room) == RoomGraph(entities=[], relationships=[])
+    assert await graph_store.entity_names(room) == []
+    assert await graph_store.get_communities(room) == []
+    assert await graph_store.get_reports(room) == []
+    assert await graph_store.counts(other) == before
+    assert canonical(await graph_store.get_graph(other)) == graph_before
+    assert len(await graph_store.get_communities(other)) == 4
+    # Wiping an empty room is fine.
+    await graph_store.wipe_room(room)
