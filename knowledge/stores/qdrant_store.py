@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -156,13 +157,17 @@ class QdrantVectorStore:
                 "delete the collection and rebuild the rooms to change embedders"
             )
         if "room_id" not in (info.payload_schema or {}):
-            await self.client.create_payload_index(
-                name,
-                "room_id",
-                field_schema=models.KeywordIndexParams(
-                    type=models.KeywordIndexType.KEYWORD, is_tenant=True
-                ),
-            )
+            with warnings.catch_warnings():
+                # Local mode warns that it ignores payload indexes; we know.
+                if self.local:
+                    warnings.simplefilter("ignore", UserWarning)
+                await self.client.create_payload_index(
+                    name,
+                    "room_id",
+                    field_schema=models.KeywordIndexParams(
+                        type=models.KeywordIndexType.KEYWORD, is_tenant=True
+                    ),
+                )
         self._ready[name] = dim
 
     async def _exists(self, collection: str) -> bool:
