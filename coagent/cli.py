@@ -43,7 +43,12 @@ def _prepare_database(settings) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    _prepare_database(_settings())
+    from coagent.instance import ensure_dagster_home
+
+    settings = _settings()
+    _prepare_database(settings)
+    with step("Preparing the Dagster instance"):
+        ensure_dagster_home(settings)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -92,6 +97,29 @@ def cmd_ask(args: argparse.Namespace) -> None:
     print_answer(answer)
 
 
+def cmd_dagster(args: argparse.Namespace) -> None:
+    """The Dagster UI (webserver + daemon) on this platform's instance."""
+    import subprocess
+
+    from coagent.instance import ensure_dagster_home
+
+    settings = _settings()
+    _prepare_database(settings)  # keeps the embedded PostgreSQL up while the UI runs
+    home = ensure_dagster_home(settings)
+    say(f"Dagster UI on http://{args.host}:{args.port}  (DAGSTER_HOME={home})")
+    command = [
+        sys.executable, "-m", "dagster", "dev", "-w", _workspace(),
+        "-h", args.host, "-p", str(args.port),
+    ]  # fmt: skip
+    raise SystemExit(subprocess.call(command, env={**os.environ, "DAGSTER_HOME": str(home)}))
+
+
+def _workspace() -> str:
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parent.parent / "workspace.yaml")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     materialize.add_argument("--room", required=True, help="room id")
     materialize.add_argument("--rebuild", action="store_true", help="wipe the room first")
     materialize.set_defaults(func=cmd_materialize)
+    dagster = sub.add_parser("dagster", help="run the Dagster UI and daemon on this instance")
+    dagster.add_argument("--host", default="127.0.0.1")
+    dagster.add_argument("--port", type=int, default=3000)
+    dagster.set_defaults(func=cmd_dagster)
     ask = sub.add_parser("ask", help="ask a question about a room")
     ask.add_argument("--room", required=True, help="room id")
     ask.add_argument("--route", choices=["global", "local"], help="force a search route")

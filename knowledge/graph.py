@@ -82,7 +82,7 @@ def merge_extractions(extractions: Iterable[tuple[str, Extraction]]) -> RoomGrap
     descriptions: dict[str, list[str]] = {}
     entity_chunks: dict[str, list[str]] = {}
     mentions: Counter[str] = Counter()
-    weights: Counter[tuple[str, str]] = Counter()
+    weights: dict[tuple[str, str], float] = {}
     rel_descriptions: dict[tuple[str, str], list[str]] = {}
     rel_chunks: dict[tuple[str, str], list[str]] = {}
 
@@ -96,12 +96,14 @@ def merge_extractions(extractions: Iterable[tuple[str, Extraction]]) -> RoomGrap
             mentions[key] += 1
             _add_unique(descriptions.setdefault(key, []), entity.description, MAX_DESCRIPTIONS)
             _add_unique(entity_chunks.setdefault(key, []), chunk_id)
+        # A relationship counts only between entities of its own extraction.
+        known = {normalize_name(e.name) for e in extraction.entities}
         for rel in extraction.relationships:
             a, b = normalize_name(rel.source), normalize_name(rel.target)
-            if a == b or a not in display or b not in display:
+            if a == b or a not in known or b not in known:
                 continue
             pair = (a, b) if a < b else (b, a)
-            weights[pair] += rel.weight
+            weights[pair] = weights.get(pair, 0.0) + rel.weight
             _add_unique(rel_descriptions.setdefault(pair, []), rel.description, MAX_DESCRIPTIONS)
             _add_unique(rel_chunks.setdefault(pair, []), chunk_id)
 

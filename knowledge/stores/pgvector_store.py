@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -150,13 +151,11 @@ class PgVectorStore:
             dense = (await conn.execute(dense_sql, params)).all()
             lexical = (await conn.execute(lexical_sql, params)).all() if query_text.strip() else []
 
-        def hits(rows: Sequence[object]) -> list[VectorHit]:
+        def hits(rows: Sequence[Any]) -> list[VectorHit]:
             out = []
-            for row in rows:
-                point_id, body, payload, score = row  # type: ignore[misc]
-                if isinstance(payload, str):
-                    payload = json.loads(payload)
-                out.append(VectorHit(id=point_id, score=float(score), text=body, payload=payload))
+            for point_id, body, payload, score in rows:
+                data = json.loads(payload) if isinstance(payload, str) else payload
+                out.append(VectorHit(id=point_id, score=float(score), text=body, payload=data))
             return out
 
         return reciprocal_rank_fusion([hits(dense), hits(lexical)], limit)
