@@ -1,0 +1,1 @@
+"""The CoAgent Studio API (FastAPI): ``create_app(settings)`` in ``serving.app``."""

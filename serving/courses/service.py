@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dbschema.models import Course, User
+from knowledge import rooms
+from serving.courses.schemas import (
+    CourseCreate,
+    CourseMemberIn,
+    CourseMemberOut,
+    CourseOut,
+    CourseUpdate,
+)
+from serving.pagination import Page, PageParams
+from serving.permissions import ADMINS, Action, Permissions
+from serving.users.schemas import UserOut
+
+
+async def create_course(
+    session: AsyncSession, perms: Permissions, actor: User, body: CourseCreate
+) -> Course:
+    await perms.check(actor, Action.COURSE_CREATE)
+    course = await rooms.create_course(session, body.name, actor.id, body.description)
+    await session.commit()
+    return course
+
+
+async def list_courses(session: AsyncSession, actor: User, page: PageParams) -> Page[CourseOut]:
+    visible_to = None if actor.role in ADMINS else actor.id
+    courses, total = await rooms.list_courses(session, page.limit, page.offset, visible_to)
+    return Page(
+        items=[CourseOut.model_validate(c) for c in courses],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+async def get_course(
+    session: AsyncSession, perms: Permissions, actor: User, course_id: uuid.UUID
+) -> Course:
+    course = await rooms.get_course(session, course_id)
+    await perms.check(actor, Action.COURSE_READ, course)
+    return course
+
+
+async def update_course(
+    session: AsyncSession,
+    perms: Permissions,
+    actor: User,
+    course_id: uuid.UUID,
+    body: CourseUpdate,
+) -> Course:
+    course = await rooms.get_course(session, course_id)
+    await perms.check(actor, Action.COURSE_MANAGE, course)
+    course = await rooms.update_course(session, course.id, body.name, body.description)
+    await session.commit()
+    return course
+
+
+async def delete_course(
+    session: AsyncSession, perms: Permissions, actor: User, course_id: uuid.UUID
+) -> None:
+    course = await rooms.get_course(session, course_id)
+    await perms.check(actor, Action.COURSE_MANAGE, course)
+    await rooms.delete_course(session, course.id)
+    await session.commit()
+
+
+async def list_members(
+    session: AsyncSession,
+    perms: Permissions,
+    actor: User,
+    course_id: uuid.UUID,
+    page: PageParams,
+) -> Page[CourseMemberOut]:
+    await get_course(session, perms, actor, course_id)
+    rows, total = await rooms.list_course_members(session, course_id, page.limit, page.offset)
+    return Page(
+        items=[CourseMemberOut(user=UserOut.model_validate(u), role=m.role) for m, u in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+async def set_member(
+    session: AsyncSession,
+    perms: Permissions,
+    actor: User,
+    course_id: uuid.UUID,
+    body: CourseMemberIn,
+) -> CourseMemberOut:
+    course = await rooms.get_course(session, course_id)
+    await perms.check(actor, Action.COURSE_MANAGE, course)
+    member = await rooms.set_course_member(session, course.id, body.user_id, body.role)
+    user = await rooms.get_user(session, body.user_id)
+    await session.commit()
+    return CourseMemberOut(user=UserOut.model_validate(user), role=member.role)
+
+
+async def remove_member(
+    session: AsyncSession,
+    perms: Permissions,
+    actor: User,
+    course_id: uuid.UUID,
+    user_id: uuid.UUID,
+) -> None:
+    course = await rooms.get_course(session, course_id)
+    await perms.check(actor, Action.COURSE_MANAGE, course)
+    await rooms.remove_course_member(session, course.id, user_id)
+    await session.commit()

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from knowledge.search import MAX_QUESTION_CHARS
+from serving.schemas import Text
+
+
+class BuildIn(BaseModel):
+    #: True: wipe the room's graph and rebuild it; false: incremental refresh.
+    full: bool = False
+
+
+class BuildOut(BaseModel):
+    room_id: uuid.UUID
+    full: bool
+    event_id: str
+    #: Id of the ``room.rebuild_requested`` entry in ``graphrag:events``.
+    stream_id: str
+    requested_at: datetime
+
+
+class QueryIn(BaseModel):
+    question: Text = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    #: Force a route; by default the router picks one.
+    route: Literal["global", "local"] | None = None
+
+
+class CitationOut(BaseModel):
+    kind: Literal["message", "artifact"] | str
+    id: str
+    speaker: str | None
+    excerpt: str
+
+
+class Freshness(BaseModel):
+    """How current the data behind an answer is."""
+
+    #: When the newest community report used by a global answer was written.
+    reports_as_of: datetime | None
+    #: Last materialization of the room's chunks (messages indexed up to then) and graph.
+    chunks_materialized_at: datetime | None
+    graph_materialized_at: datetime | None
+
+
+class QueryOut(BaseModel):
+    question: str
+    answer: str
+    route: Literal["global", "local"]
+    citations: list[CitationOut]
+    entities: list[str]
+    communities: list[str]
+    freshness: Freshness
+    seconds: float
+
+
+class GraphNode(BaseModel):
+    id: str
+    label: str
+    type: str
+    mentions: int
+    #: The level-0 community, and the community at every level (coarse to fine).
+    community_id: str | None
+    community_ids: list[str]
+
+
+class GraphEdge(BaseModel):
+    source: str
+    target: str
+    weight: float
+
+
+class GraphOut(BaseModel):
+    room_id: uuid.UUID
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    total_nodes: int
+    total_edges: int
+    #: True when only the most mentioned ``limit`` entities are returned.
+    truncated: bool
+
+
+class CommunityOut(BaseModel):
+    id: str
+    level: int
+    parent_id: str | None
+    size: int
+    #: Up to 50 member entity names.
+    entities: list[str]
+    title: str | None
+    summary: str | None
+    rank: float | None
+    generated_at: datetime | None
+
+
+class AssetStatus(BaseModel):
+    asset: str
+    last_materialized_at: datetime | None
+    run_id: str | None
+    metadata: dict[str, Any]
+
+
+class RunOut(BaseModel):
+    run_id: str
+    job_name: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class StatusOut(BaseModel):
+    room_id: uuid.UUID
+    #: Whether the room is a partition of the Dagster assets yet.
+    partition_registered: bool | None
+    assets: list[AssetStatus]
+    #: Queued and running runs of the room's partition.
+    active_runs: list[RunOut]
+    last_run: RunOut | None
+    #: Events for this room in ``graphrag:events`` since the last run started.
+    pending_events: int
+    pending_events_capped: bool
+    counts: dict[str, int]
+    dagster_available: bool
+    dagster_error: str | None = None

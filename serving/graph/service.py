@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+from knowledge.search import Route, answer_question
+from realtime.events import RoomRebuildRequested
+from serving.errors import ServiceUnavailable
+from serving.graph.dagster import Materialization, PartitionStatus
+from serving.graph.schemas import (
+    AssetStatus,
+    BuildOut,
+    CitationOut,
+    CommunityOut,
+    Freshness,
+    GraphEdge,
+    GraphNode,
+    GraphOut,
+    QueryOut,
+    RunOut,
+    StatusOut,
+)
+from serving.pagination import Page, PageParams
+from serving.state import AppState
+
+log = logging.getLogger(__name__)
+
+#: Stream entries examined when counting a room's pending events.
+PENDING_SCAN_LIMIT = 10_000
+_SCAN_BATCH = 1_000
+
+
+async def request_build(
+    state: AppState, room_id: uuid.UUID, full: bool, actor_id: uuid.UUID
+) -> BuildOut:
+    event = RoomRebuildRequested(room_id=str(room_id), full=full, actor_id=str(actor_id))
+    try:
+        stream_id = await state.events.publish(event)
+    except Exception as error:
+        log.exception("could not append room.rebuild_requested")
+        raise ServiceUnavailable("the event stream is not reachable; try again") from error
+    return BuildOut(
+        room_id=room_id,
+        full=full,
+        event_id=event.event_id,
+        stream_id=stream_id,
+        requested_at=event.ts,
+    )
+
+
+async def _materializations(state: AppState, room_id: str) -> dict[str, Materialization | None]:
+    try:
+        return await state.dagster.last_materializations(room_id)
+    except Exception:
+        log.warning("Dagster instance not reachable for the freshness of room %s", room_id)
+        return {}
+
+
+async def query(state: AppState, room_id: uuid.UUID, question: str, route: str | None) -> QueryOut:
+    answer = await answer_question(
+        state.platform, str(room_id), question, Route(route) if route else None
+    )
+    done = await _materializations(state, str(room_id))
+    chunks = done.get("chunks")
+    graph = done.get("entities")
+    return QueryOut(
+        question=answer.question,
+        answer=answer.answer,
+        route=answer.route.value,  # type: ignore[arg-type]
+        citations=[
+            CitationOut(kind=c.kind, id=c.id, speaker=c.speaker, excerpt=c.excerpt)
+            for c in answer.citations
+        ],
+        entities=answer.entities,
+        communities=answer.communities,
+        freshness=Freshness(
+            reports_as_of=answer.reports_as_of,
+            chunks_materialized_at=chunks.timestamp if chunks else None,
+            graph_materialized_at=graph.timestamp if graph else None,
+        ),
+        seconds=round(answer.seconds, 4),
+    )
+
+
+async def visualize(state: AppState, room_id: uuid.UUID, limit: int) -> GraphOut:
+    key = str(room_id)
+    graph = await state.platform.graph.get_graph(key)
+    communities = await state.platform.graph.get_communities(key)
+    by_entity: dict[str, list[tuple[int, str]]] = {}
+    for community in communities:
+        for name in community.entity_names:
+            by_entity.setdefault(name, []).append((community.level, community.id))
+    ranked = sorted(graph.entities, key=lambda e: (-e.mentions, e.name))
+    chosen = ranked[:limit]
+    names = {e.name for e in chosen}
+    edges = sorted(
+        (r for r in graph.relationships if r.source in names and r.target in names),
+        key=lambda r: (-r.weight, r.source, r.target),
+    )[: limit * 5]
+    nodes = []
+    for entity in chosen:
+        levels = sorted(by_entity.get(entity.name, []))
+        nodes.append(
+            GraphNode(
+                id=entity.name,
+                label=entity.display_name,
+                type=entity.type,
+                mentions=entity.mentions,
+                community_id=next((cid for level, cid in levels if level == 0), None),
+                community_ids=[cid for _, cid in levels],
+            )
+        )
+    return GraphOut(
+        room_id=room_id,
+        nodes=nodes,
+        edges=[GraphEdge(source=r.source, target=r.target, weight=r.weight) for r in edges],
+        total_nodes=len(graph.entities),
+        total_edges=len(graph.relationships),
+        truncated=len(chosen) < len(graph.entities)
+        or len(edges)
+        < sum(1 for r in graph.relationships if r.source in names and r.target in names),
+    )
+
+
+async def communities(
+    state: AppState, room_id: uuid.UUID, page: PageParams, level: int | None
+) -> Page[CommunityOut]:
+    key = str(room_id)
+    found = await state.platform.graph.get_communities(key)
+    reports = {r.community_id: r for r in await state.platform.graph.get_reports(key)}
+    if level is not None:
+        found = [c for c in found if c.level == level]
+    found.sort(key=lambda c: (c.level, -len(c.entity_names), c.id))
+    items = []
+    for community in found[page.offset : page.offset + page.limit]:
+        report = reports.get(community.id)
+        items.append(
+            CommunityOut(
+                id=community.id,
+                level=community.level,
+                parent_id=community.parent_id,
+                size=len(community.entity_names),
+                entities=community.entity_names[:50],
+                title=report.title if report else None,
+                summary=report.summary if report else None,
+                rank=report.rank if report else None,
+                generated_at=report.generated_at if report else None,
+            )
+        )
+    return Page(items=items, total=len(found), limit=page.limit, offset=page.offset)
+
+
+async def pending_events(state: AppState, room_id: str, since: datetime | None) -> tuple[int, bool]:
+    """Events of the room appended after ``since`` (newest first, at most a bounded scan)."""
+    floor = f"{int(since.timestamp() * 1000)}-0" if since else "-"
+    upper = "+"
+    count = scanned = 0
+    while scanned < PENDING_SCAN_LIMIT:
+        batch = await state.redis.xrevrange(state.events.stream, upper, floor, count=_SCAN_BATCH)
+        if not batch:
+            return count, False
+        for _, fields in batch:
+            scanned += 1
+            value = (fields or {}).get(b"room_id")
+            if (
+                value is not None
+                and (value.decode() if isinstance(value, bytes) else value) == room_id
+            ):
+                count += 1
+        last = batch[-1][0]
+        last = last.decode() if isinstance(last, bytes) else str(last)
+        upper = "(" + last
+        if len(batch) < _SCAN_BATCH:
+            return count, False
+    return count, True
+
+
+def _run_out(run: object) -> RunOut:
+    return RunOut.model_validate(run, from_attributes=True)
+
+
+async def status(state: AppState, room_id: uuid.UUID) -> StatusOut:
+    key = str(room_id)
+    counts = await state.platform.graph.counts(key)
+    dagster_error = None
+    partition: PartitionStatus | None = None
+    try:
+        partition = await state.dagster.partition_status(key)
+    except Exception as error:
+        log.warning("Dagster instance not reachable: %s", error)
+        dagster_error = f"the Dagster instance is not reachable: {type(error).__name__}"
+    since = None
+    if partition is not None and partition.last_run is not None:
+        since = partition.last_run.started_at or partition.last_run.created_at
+    pending, capped = await pending_events(state, key, since)
+    assets: list[AssetStatus] = []
+    if partition is not None:
+        for asset, record in partition.materializations.items():
+            assets.append(
+                AssetStatus(
+                    asset=asset,
+                    last_materialized_at=record.timestamp if record else None,
+                    run_id=record.run_id if record else None,
+                    metadata=record.metadata if record else {},
+                )
+            )
+    return StatusOut(
+        room_id=room_id,
+        partition_registered=partition.registered if partition else None,
+        assets=assets,
+        active_runs=[_run_out(r) for r in partition.active_runs] if partition else [],
+        last_run=_run_out(partition.last_run) if partition and partition.last_run else None,
+        pending_events=pending,
+        pending_events_capped=capped,
+        counts=counts,
+        dagster_available=partition is not None,
+        dagster_error=dagster_error,
+    )

@@ -1,0 +1,40 @@
+"""What one API process holds for its lifetime (created in ``create_app``'s lifespan)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from knowledge.platform import Platform
+from knowledge.settings import Settings
+from realtime.publisher import EventPublisher
+from serving.chat.broadcast import Broadcaster
+from serving.graph.dagster import DagsterGateway
+
+SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+def platform_sessions(platform: Platform) -> SessionFactory:
+    @asynccontextmanager
+    async def factory() -> AsyncIterator[AsyncSession]:
+        async with platform.session() as session:
+            yield session
+
+    return factory
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    platform: Platform
+    redis: Redis
+    events: EventPublisher
+    broadcaster: Broadcaster
+    dagster: DagsterGateway
+    #: Where requests, WebSockets and background work get their sessions. Tests replace it
+    #: to run a whole request inside one rolled-back transaction.
+    session_factory: SessionFactory
