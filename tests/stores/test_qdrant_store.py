@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from qdrant_client.models import Modifier
 
 from knowledge.embeddings import HashingEmbedder, lexical_terms
 from knowledge.stores.base import CHUNKS, ENTITIES, VectorRecord
@@ -66,8 +67,7 @@ async def test_collection_schema() -> None:
     assert str(vectors[DENSE].distance.value) == "Cosine"
     sparse = info.config.params.sparse_vectors
     assert sparse is not None
-    assert sparse[SPARSE].modifier is not None
-    assert sparse[SPARSE].modifier.value == "idf"
+    assert sparse[SPARSE].modifier == Modifier.IDF
     # The stored payload: the record's own keys plus room, original id and text.
     await store.upsert(CHUNKS, "room-a", [record("k1", "Hello Rome", fingerprint="f")])
     points, _ = await store.client.scroll("t_chunks", with_payload=True)
