@@ -8,6 +8,7 @@ OpenAI-compatible ``/embeddings`` endpoint) plugs in behind the same protocol.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import math
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from knowledge.extraction.stopwords import STOPWORDS
+from knowledge.llm.provider import LLMProvider
+from knowledge.tokens import count_tokens
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -25,7 +28,7 @@ class Embedder(Protocol):
     name: str
     dim: int
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
 
 def lexical_terms(text: str) -> list[str]:
@@ -58,5 +61,28 @@ class HashingEmbedder:
             return vector
         return [v / norm for v in vector]
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [self.embed_one(t) for t in texts]
+
+
+class OpenAIEmbedder:
+    """The ``/embeddings`` endpoint of the LLM provider, batched by a token budget."""
+
+    def __init__(self, provider: LLMProvider, batch_tokens: int) -> None:
+        self.provider = provider
+        self.batch_tokens = batch_tokens
+        self.dim = provider.embedding_dim
+        self.name = f"openai:{provider.embedding_model}:{self.dim}"
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        batches: list[list[str]] = [[]]
+        budget = 0
+        for text in texts:
+            tokens = count_tokens(text)
+            if batches[-1] and budget + tokens > self.batch_tokens:
+                batches.append([])
+                budget = 0
+            batches[-1].append(text)
+            budget += tokens
+        results = await asyncio.gather(*(self.provider.embed(b) for b in batches if b))
+        return [vector for batch in results for vector in batch]

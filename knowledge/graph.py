@@ -30,6 +30,8 @@ class Entity:
     description: str = ""
     source_chunk_ids: list[str] = field(default_factory=list)
     mentions: int = 0
+    # The distinct descriptions merged into ``description`` (not stored; used to summarize).
+    descriptions: list[str] = field(default_factory=list, compare=False, repr=False)
 
 
 @dataclass
@@ -115,6 +117,7 @@ def merge_extractions(extractions: Iterable[tuple[str, Extraction]]) -> RoomGrap
             description=" ".join(descriptions[key]),
             source_chunk_ids=entity_chunks[key],
             mentions=mentions[key],
+            descriptions=descriptions[key],
         )
         for key in sorted(display)
     ]

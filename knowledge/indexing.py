@@ -19,10 +19,13 @@ from sqlalchemy.dialects.postgresql import insert
 from dbschema.models import ChunkExtraction, RoomChunk
 from knowledge.chunking import Chunk, chunk_room
 from knowledge.communities import hierarchical_communities
-from knowledge.extraction.base import Extraction
-from knowledge.graph import RoomGraph, merge_extractions
+from knowledge.extraction.base import Extraction, ExtractionFailure
+from knowledge.graph import Entity, RoomGraph, merge_extractions
+from knowledge.llm import prompts
+from knowledge.llm.provider import LLMError, LLMProvider
+from knowledge.llm.schemas import EntitySummary
 from knowledge.platform import Platform
-from knowledge.reports import ExtractiveReportWriter, build_context, report_text
+from knowledge.reports import build_context, report_text
 from knowledge.rooms import get_room, load_room_sources
 from knowledge.stores.base import CHUNKS, COMMUNITIES, ENTITIES, VectorRecord
 
@@ -58,7 +61,7 @@ async def sync_vectors(
     changed = sorted(pid for pid, fp in wanted.items() if stored.get(pid) != fp)
     for start in range(0, len(changed), _EMBED_BATCH):
         batch = changed[start : start + _EMBED_BATCH]
-        vectors = platform.embedder.embed([items[pid][0] for pid in batch])
+        vectors = await platform.embedder.embed([items[pid][0] for pid in batch])
         await platform.vectors.upsert(
             collection,
             room_id,
@@ -176,6 +179,26 @@ class GraphBuild:
     vectors: VectorSync
     seconds: float
     entity_types: dict[str, int] = field(default_factory=dict)
+    # chunk id -> error, for chunks whose extraction failed after retries
+    failed_chunks: dict[str, str] = field(default_factory=dict)
+
+
+async def _summarize_descriptions(llm: LLMProvider, graph: RoomGraph) -> None:
+    """One description per entity merged from several. Cached on the set of descriptions, so
+    it is recomputed only when that set changed."""
+
+    async def summarize(entity: Entity) -> None:
+        try:
+            summary = await llm.structured(
+                prompts.summarize_entity(entity.display_name, entity.descriptions),
+                EntitySummary,
+                kind="summary",
+            )
+        except LLMError:
+            return  # keep the joined descriptions
+        entity.description = summary.description
+
+    await asyncio.gather(*(summarize(e) for e in graph.entities if len(e.descriptions) > 1))
 
 
 async def build_graph(platform: Platform, room_id: str) -> GraphBuild:
@@ -191,25 +214,38 @@ async def build_graph(platform: Platform, room_id: str) -> GraphBuild:
         )
         stored = {cid: Extraction.model_validate(payload) for cid, payload in rows}
         todo = [c for c in chunks if c.id not in stored]
-        for start in range(0, len(todo), _EXTRACT_BATCH):
-            batch = todo[start : start + _EXTRACT_BATCH]
-            # Extractors may be CPU-bound (offline) or I/O-bound (LLM): keep the loop free.
-            results = await asyncio.to_thread(extractor.extract, [c.text for c in batch])
-            values = [
-                {
-                    "chunk_id": c.id,
-                    "extractor": extractor.name,
-                    "room_id": room_id,
-                    "payload": result.model_dump(),
-                }
-                for c, result in zip(batch, results, strict=True)
-            ]
-            await session.execute(insert(ChunkExtraction).values(values).on_conflict_do_nothing())
-            # Committed per batch: a killed run keeps what it already extracted.
-            await session.commit()
-            stored.update({c.id: r for c, r in zip(batch, results, strict=True)})
+        failed: dict[str, str] = {}
+        batch_size = max(_EXTRACT_BATCH, platform.settings.llm_concurrency * 4)
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            results = await extractor.extract([c.text for c in batch])
+            done = []
+            for chunk, result in zip(batch, results, strict=True):
+                if isinstance(result, ExtractionFailure):
+                    failed[chunk.id] = result.error
+                else:
+                    done.append((chunk, result))
+                    stored[chunk.id] = result
+            if done:
+                values = [
+                    {
+                        "chunk_id": c.id,
+                        "extractor": extractor.name,
+                        "room_id": room_id,
+                        "payload": result.model_dump(),
+                    }
+                    for c, result in done
+                ]
+                await session.execute(
+                    insert(ChunkExtraction).values(values).on_conflict_do_nothing()
+                )
+                # Committed per batch: a killed run keeps what it already extracted.
+                await session.commit()
 
-    graph = merge_extractions((c.id, stored[c.id]) for c in chunks)
+    # A chunk that failed for good is left out now and extracted again on the next run.
+    graph = merge_extractions((c.id, stored[c.id]) for c in chunks if c.id in stored)
+    if platform.llm is not None:
+        await _summarize_descriptions(platform.llm, graph)
     await platform.graph.replace_graph(room_id, graph)
     vectors = await sync_vectors(
         platform,
@@ -228,10 +264,13 @@ async def build_graph(platform: Platform, room_id: str) -> GraphBuild:
         types[e.type] = types.get(e.type, 0) + 1
     return GraphBuild(
         chunks=len(chunks),
-        chunks_extracted=len(todo),
+        chunks_extracted=len(todo) - len(failed),
+        failed_chunks=failed,
         entities=len(graph.entities),
         relationships=len(graph.relationships),
-        dropped_relationships=sum(stored[c.id].dropped_relationships for c in chunks),
+        dropped_relationships=sum(
+            stored[c.id].dropped_relationships for c in chunks if c.id in stored
+        ),
         vectors=vectors,
         seconds=time.perf_counter() - started,
         entity_types=dict(sorted(types.items())),
@@ -288,7 +327,7 @@ class ReportBuild:
 async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
     """Write a report for each community whose content changed; drop reports of gone ones."""
     started = time.perf_counter()
-    writer = ExtractiveReportWriter()
+    writer = platform.report_writer
     graph: RoomGraph = await platform.graph.get_graph(room_id)
     communities = await platform.graph.get_communities(room_id)
     existing = {r.community_id: r for r in await platform.graph.get_reports(room_id)}
@@ -296,16 +335,16 @@ async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
     entities = {e.name: e for e in graph.entities}
 
     reports = []
-    fresh = []
+    contexts = []
     for community in communities:
         context = build_context(community, entities, graph.relationships, chunk_texts)
         old = existing.get(community.id)
         if old is not None and old.content_hash == context.content_hash():
             reports.append(old)
-            continue
-        report = await asyncio.to_thread(writer.write, context)
-        reports.append(report)
-        fresh.append(report)
+        else:
+            contexts.append(context)
+    fresh = list(await asyncio.gather(*(writer.write(c) for c in contexts)))
+    reports += fresh
     await platform.graph.upsert_reports(room_id, fresh)
     gone = sorted(set(existing) - {c.id for c in communities})
     await platform.graph.delete_reports(room_id, gone)

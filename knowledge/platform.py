@@ -15,8 +15,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from knowledge.embedded import embedded_postgres_url, embedded_redis_url
-from knowledge.embeddings import Embedder, HashingEmbedder
+from knowledge.embeddings import Embedder, HashingEmbedder, OpenAIEmbedder
 from knowledge.extraction import Extractor, FastExtractor
+from knowledge.extraction.llm import LLMExtractor
+from knowledge.llm.cache import LLMCache
+from knowledge.llm.provider import LLMProvider
+from knowledge.reports import ExtractiveReportWriter, LLMReportWriter, ReportWriter
 from knowledge.settings import Settings, get_settings
 from knowledge.stores.base import GraphStore, VectorStore
 
@@ -55,18 +59,49 @@ class Platform:
     vectors: VectorStore
     extractor: Extractor
     embedder: Embedder
+    report_writer: ReportWriter
+    # Set when an LLM is configured (OPENAI_API_KEY); None in the offline mode.
+    llm: LLMProvider | None = None
 
     def session(self) -> AsyncSession:
         # Objects stay readable after commit: callers use ids and fields after the transaction.
         return AsyncSession(self.engine, expire_on_commit=False)
 
 
-def make_embedder(settings: Settings) -> Embedder:
+def make_llm(settings: Settings, engine: AsyncEngine) -> LLMProvider | None:
+    if not settings.uses_llm:
+        return None
+    return LLMProvider(
+        api_key=settings.openai_api_key or "",
+        base_url=settings.llm_base_url,
+        chat_model=settings.llm_chat_model,
+        embedding_model=settings.llm_embedding_model,
+        embedding_dim=settings.llm_embedding_dim,
+        cache=LLMCache(engine),
+        concurrency=settings.llm_concurrency,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        backoff=settings.llm_backoff_seconds,
+        reasks=settings.llm_reasks,
+    )
+
+
+def make_embedder(settings: Settings, llm: LLMProvider | None) -> Embedder:
+    if llm is not None:
+        return OpenAIEmbedder(llm, settings.embedding_batch_tokens)
     return HashingEmbedder(settings.offline_embedding_dim)
 
 
-def make_extractor(settings: Settings) -> Extractor:
+def make_extractor(settings: Settings, llm: LLMProvider | None) -> Extractor:
+    if llm is not None:
+        return LLMExtractor(llm, settings.llm_entity_types, settings.llm_gleanings)
     return FastExtractor()
+
+
+def make_report_writer(settings: Settings, llm: LLMProvider | None) -> ReportWriter:
+    if llm is not None:
+        return LLMReportWriter(llm, settings.llm_context_tokens)
+    return ExtractiveReportWriter()
 
 
 def make_stores(settings: Settings, engine: AsyncEngine) -> tuple[GraphStore, VectorStore]:
@@ -101,14 +136,23 @@ async def open_platform(settings: Settings | None = None) -> AsyncIterator[Platf
     settings = settings or get_settings()
     engine = async_engine(settings)
     graph, vectors = make_stores(settings, engine)
+    llm = make_llm(settings, engine)
     try:
         yield Platform(
             settings=settings,
             engine=engine,
             graph=graph,
             vectors=vectors,
-            extractor=make_extractor(settings),
-            embedder=make_embedder(settings),
+            extractor=make_extractor(settings, llm),
+            embedder=make_embedder(settings, llm),
+            report_writer=make_report_writer(settings, llm),
+            llm=llm,
         )
     finally:
+        if llm is not None:
+            await llm.aclose()
+        for store in (graph, vectors):
+            close = getattr(store, "close", None)
+            if close is not None:
+                await close()
         await engine.dispose()

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from knowledge.graph import Community, CommunityReport, Entity, Relationship
+from knowledge.llm import prompts
+from knowledge.llm.provider import LLMError, LLMProvider
+from knowledge.llm.schemas import ReportOutput
+from knowledge.tokens import count_tokens
+
+log = logging.getLogger(__name__)
 
 _TITLE_ENTITIES = 3
 _FINDINGS = 5
@@ -40,7 +47,7 @@ class ReportContext:
 class ReportWriter(Protocol):
     name: str
 
-    def write(self, context: ReportContext) -> CommunityReport: ...
+    async def write(self, context: ReportContext) -> CommunityReport: ...
 
 
 def build_context(
@@ -83,7 +90,10 @@ def _join_names(names: Sequence[str]) -> str:
 class ExtractiveReportWriter:
     name = "extractive-v1"
 
-    def write(self, context: ReportContext) -> CommunityReport:
+    async def write(self, context: ReportContext) -> CommunityReport:
+        return self.write_now(context)
+
+    def write_now(self, context: ReportContext) -> CommunityReport:
         entities = context.entities
         by_name = {e.name: e for e in entities}
         top = [e.display_name for e in entities[:_TITLE_ENTITIES]]
@@ -141,3 +151,71 @@ def report_text(report: CommunityReport) -> str:
     """What is embedded and searched for a report."""
     findings = " ".join(f["summary"] for f in report.findings)
     return f"{report.title}. {report.summary} {findings}"
+
+
+def render_context(context: ReportContext, budget_tokens: int) -> str:
+    """The community as text for an LLM, cut to a token budget (entities, then ties, then
+    excerpts, most important first)."""
+    lines = ["Entities:"]
+    lines += [f"- {e.display_name} ({e.type}): {e.description}" for e in context.entities]
+    lines.append("Relationships:")
+    names = {e.name: e.display_name for e in context.entities}
+    lines += [
+        f"- {names.get(r.source, r.source)} -- {names.get(r.target, r.target)} "
+        f"(weight {r.weight:g}): {r.description}"
+        for r in context.relationships
+    ]
+    lines.append("Excerpts:")
+    lines += [f"- {_excerpt(text)}" for _, text in context.excerpts]
+    return fit_to_budget(lines, budget_tokens)
+
+
+def fit_to_budget(lines: Sequence[str], budget_tokens: int) -> str:
+    kept: list[str] = []
+    used = 0
+    for line in lines:
+        tokens = count_tokens(line) + 1
+        if used + tokens > budget_tokens:
+            break
+        kept.append(line)
+        used += tokens
+    return "\n".join(kept)
+
+
+class LLMReportWriter:
+    """Reports written by the LLM from the community's data within a token budget."""
+
+    def __init__(self, provider: LLMProvider, budget_tokens: int) -> None:
+        self.provider = provider
+        self.budget_tokens = budget_tokens
+        self.name = f"llm:{provider.chat_model}:{prompts.PROMPT_VERSION}"
+
+    async def write(self, context: ReportContext) -> CommunityReport:
+        fallback = ExtractiveReportWriter().write_now(context)
+        try:
+            output = await self.provider.structured(
+                prompts.community_report(render_context(context, self.budget_tokens)),
+                ReportOutput,
+                kind="report",
+            )
+        except LLMError as error:
+            # A report that cannot be written by the LLM falls back to the extractive one
+            # (marked), so the room still has every report and nothing is lost.
+            log.warning("community %s: %s; extractive report used", context.community.id, error)
+            fallback.findings.append(
+                {"summary": "LLM report unavailable", "explanation": str(error)}
+            )
+            fallback.content_hash = "unwritten"  # never matches: the next run tries again
+            return fallback
+        findings = [{"summary": f.summary, "explanation": f.explanation} for f in output.findings]
+        findings.append({"summary": "Rating", "explanation": output.rating_explanation})
+        return CommunityReport(
+            community_id=context.community.id,
+            level=context.community.level,
+            title=output.title,
+            summary=output.summary,
+            findings=findings,
+            rank=round(output.rating, 2),
+            content_hash=context.content_hash(),
+            source_chunk_ids=fallback.source_chunk_ids,
+        )

@@ -9,6 +9,7 @@ Offline answers are extractive; the LLM path composes them from the same context
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import re
 import time
@@ -22,12 +23,18 @@ from dbschema.models import RoomChunk
 from knowledge.embeddings import lexical_terms
 from knowledge.errors import InvalidInputError
 from knowledge.extraction.stopwords import STOPWORDS
-from knowledge.graph import normalize_name
+from knowledge.graph import CommunityReport, RoomGraph, normalize_name
+from knowledge.llm import prompts
+from knowledge.llm.provider import LLMError, LLMProvider
+from knowledge.llm.schemas import AnswerOutput, KeyPoints, RouteDecision
 from knowledge.platform import Platform
+from knowledge.reports import fit_to_budget, report_text
 from knowledge.rooms import CitedMessage, get_room, messages_by_ids
 from knowledge.stores.base import COMMUNITIES, ENTITIES
 
 MAX_QUESTION_CHARS = 2_000
+_MAX_KEY_POINTS = 12
+_LOCAL_CONTEXT_TOKENS = 4_000
 _GLOBAL_CUES = re.compile(
     r"\b(main|overall|themes?|topics?|summar\w*|overview|in general|whole|everything|"
     r"key points|what (?:is|was|were) (?:discussed|said|talked)|big picture|all the)\b",
@@ -116,6 +123,8 @@ async def answer_question(
         await get_room(session, room_id)
     names = set(await platform.graph.entity_names(room_id))
     mentioned = mentioned_entities(question, names)
+    if route is None:
+        route = await _llm_route(platform, question) if platform.llm else None
     route = route or choose_route(question, mentioned)
     if route == Route.local:
         answer = await local_search(platform, room_id, question, mentioned)
@@ -123,6 +132,18 @@ async def answer_question(
         answer = await global_search(platform, room_id, question)
     answer.seconds = time.perf_counter() - started
     return answer
+
+
+async def _llm_route(platform: Platform, question: str) -> Route | None:
+    """The LLM's reading of the question's intent; None (heuristic router) if it fails."""
+    assert platform.llm is not None
+    try:
+        decision = await platform.llm.structured(
+            prompts.route(question), RouteDecision, kind="route"
+        )
+    except LLMError:
+        return None
+    return Route(decision.route)
 
 
 def _score_message(message: CitedMessage, terms: set[str], names: list[str]) -> float:
@@ -195,7 +216,7 @@ async def local_search(
     max_citations: int = 5,
 ) -> Answer:
     mentioned = list(mentioned or [])
-    query_vector = platform.embedder.embed([question])[0]
+    query_vector = (await platform.embedder.embed([question]))[0]
     hits = await platform.vectors.search(ENTITIES, room_id, question, query_vector, limit=5)
     seeds = list(dict.fromkeys(mentioned + [h.id for h in hits]))[:8]
     if not seeds:
@@ -214,6 +235,17 @@ async def local_search(
     chunk_ids = [cid for cid, _ in votes.most_common(6)]
     citations = await _cite_messages(platform, room_id, chunk_ids, question, focus, max_citations)
 
+    if platform.llm is not None:
+        composed = await _llm_local_answer(platform.llm, question, focus, sub, citations)
+        if composed is not None:
+            text, used = composed
+            return Answer(
+                question=question,
+                route=Route.local,
+                answer=text,
+                citations=used,
+                entities=[by_name[n].display_name for n in focus],
+            )
     lines = []
     for name in focus:
         entity = by_name[name]
@@ -253,17 +285,25 @@ async def global_search(
     max_reports: int = 3,
     max_citations: int = 5,
 ) -> Answer:
-    query_vector = platform.embedder.embed([question])[0]
+    query_vector = (await platform.embedder.embed([question]))[0]
     hits = await platform.vectors.search(COMMUNITIES, room_id, question, query_vector, limit=10)
     reports = {r.community_id: r for r in await platform.graph.get_reports(room_id)}
     if not reports:
         return Answer(question, Route.global_, "This room has no community reports yet.", [])
-    # Relevance to the question first, the report's own rank breaks near-ties.
-    relevance = {h.id: h.score for h in hits if h.id in reports}
-    ranked = sorted(
-        reports.values(),
-        key=lambda r: (-(relevance.get(r.community_id, 0.0) * 100 + r.rank / 10), r.community_id),
+    # Order of relevance to the question (store-agnostic: positions, not scores), then the
+    # reports' own rank for the rest.
+    relevant = [reports[h.id] for h in hits if h.id in reports]
+    seen = {r.community_id for r in relevant}
+    ranked = relevant + sorted(
+        (r for r in reports.values() if r.community_id not in seen),
+        key=lambda r: (-r.rank, r.community_id),
     )
+    as_of = max((r.generated_at for r in reports.values() if r.generated_at), default=None)
+    if platform.llm is not None:
+        composed = await _llm_global_answer(platform, room_id, question, ranked[:8], max_citations)
+        if composed is not None:
+            composed.reports_as_of = as_of
+            return composed
     best = ranked[:max_reports]
     names = [n for r in best for n in normalize_name(r.title).replace(" and ", ", ").split(", ")]
     chunk_ids: list[str] = []
@@ -276,7 +316,6 @@ async def global_search(
         f"{i}. {r.title} (rank {r.rank:g}): {_headline(r.summary)}"
         for i, r in enumerate(best, start=1)
     ]
-    as_of = max((r.generated_at for r in reports.values() if r.generated_at), default=None)
     return Answer(
         question=question,
         route=Route.global_,
@@ -285,3 +324,88 @@ async def global_search(
         communities=[r.title for r in best],
         reports_as_of=as_of,
     )
+
+
+async def _llm_global_answer(
+    platform: Platform,
+    room_id: str,
+    question: str,
+    reports: list[CommunityReport],
+    max_citations: int,
+) -> Answer | None:
+    """Map: rated key points from each report; reduce: one answer from the best points."""
+    llm = platform.llm
+    assert llm is not None
+    try:
+        mapped = await asyncio.gather(
+            *(
+                llm.structured(
+                    prompts.map_key_points(question, report_text(r)), KeyPoints, kind="map"
+                )
+                for r in reports
+            )
+        )
+        points = sorted(
+            (
+                (point.score, i, point.description)
+                for i, result in enumerate(mapped)
+                for point in result.points
+                if point.score > 0
+            ),
+            key=lambda p: (-p[0], p[1]),
+        )[:_MAX_KEY_POINTS]
+        if not points:
+            return None
+        context = fit_to_budget(
+            [f"[{n}] {text} (from: {reports[i].title})" for n, (_, i, text) in enumerate(points)],
+            platform.settings.llm_context_tokens,
+        )
+        output = await llm.structured(
+            prompts.answer(question, context), AnswerOutput, kind="reduce"
+        )
+    except LLMError:
+        return None
+    used_reports = [reports[points[n][1]] for n in output.sources if 0 <= n < len(points)]
+    used_reports = list({r.community_id: r for r in used_reports}.values()) or [
+        reports[i] for _, i, _ in points[:3]
+    ]
+    chunk_ids = list(dict.fromkeys(c for r in used_reports for c in r.source_chunk_ids[:3]))
+    names = [n for r in used_reports for n in normalize_name(r.title).split()]
+    citations = await _cite_messages(platform, room_id, chunk_ids, question, names, max_citations)
+    return Answer(
+        question=question,
+        route=Route.global_,
+        answer=output.answer,
+        citations=citations,
+        communities=[r.title for r in used_reports],
+    )
+
+
+async def _llm_local_answer(
+    llm: LLMProvider,
+    question: str,
+    focus: list[str],
+    sub: RoomGraph,
+    candidates: list[Citation],
+) -> tuple[str, list[Citation]] | None:
+    """An answer from the entities, relationships and supporting messages; cites the
+    messages it used."""
+    by_name = {e.name: e for e in sub.entities}
+    lines = [f"[{n}] {c.speaker or c.kind}: {c.excerpt}" for n, c in enumerate(candidates)]
+    lines += [
+        f"- {by_name[n].display_name} ({by_name[n].type}): {by_name[n].description}"
+        for n in focus
+        if n in by_name
+    ]
+    lines += [
+        f"- {by_name[r.source].display_name} -- {by_name[r.target].display_name}: {r.description}"
+        for r in sub.relationships[:30]
+        if r.source in by_name and r.target in by_name
+    ]
+    context = fit_to_budget(lines, _LOCAL_CONTEXT_TOKENS)
+    try:
+        output = await llm.structured(prompts.answer(question, context), AnswerOutput, kind="local")
+    except LLMError:
+        return None
+    used = [candidates[n] for n in dict.fromkeys(output.sources) if 0 <= n < len(candidates)]
+    return output.answer, used or candidates

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote
-
 from typing import Annotated
+from urllib.parse import quote
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -48,6 +47,22 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_chat_model: str = "gpt-4o-mini"
     llm_embedding_model: str = "text-embedding-3-small"
+    # Dimensions asked of the embedding endpoint (sent as ``dimensions`` to text-embedding-3).
+    llm_embedding_dim: int = Field(default=1536, ge=8, le=8192)
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    # One limit on concurrent LLM calls across a run.
+    llm_concurrency: int = Field(default=8, ge=1, le=256)
+    # Retries of 429 / 5xx / timeouts (exponential backoff with jitter, Retry-After honoured).
+    llm_max_retries: int = Field(default=5, ge=0, le=20)
+    llm_backoff_seconds: float = Field(default=0.5, ge=0)
+    # Re-asks after an output that is not valid JSON or does not fit the schema.
+    llm_reasks: int = Field(default=2, ge=0, le=10)
+    llm_entity_types: list[str] = ["PERSON", "ORGANIZATION", "LOCATION", "EVENT", "CONCEPT"]
+    # Extra "anything missed?" rounds per chunk during extraction.
+    llm_gleanings: int = Field(default=0, ge=0, le=5)
+    # Token budgets of the context given to report writing and to answers.
+    llm_context_tokens: int = Field(default=6000, ge=500)
+    embedding_batch_tokens: int = Field(default=8000, ge=100)
 
     secret_key: str = "change-me-in-production"
 
@@ -112,6 +127,10 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [v.strip().rstrip("/") for v in value.split(",") if v.strip()]
         return value
+
+    @property
+    def uses_llm(self) -> bool:
+        return bool(self.openai_api_key)
 
     @property
     def uses_embedded_postgres(self) -> bool:

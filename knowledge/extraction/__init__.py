@@ -4,6 +4,7 @@ from knowledge.extraction.base import (
     ExtractedEntity,
     ExtractedRelationship,
     Extraction,
+    ExtractionFailure,
     Extractor,
 )
 from knowledge.extraction.fast import FastExtractor
@@ -12,6 +13,7 @@ __all__ = [
     "ExtractedEntity",
     "ExtractedRelationship",
     "Extraction",
+    "ExtractionFailure",
     "Extractor",
     "FastExtractor",
 ]

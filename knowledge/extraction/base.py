@@ -30,10 +30,16 @@ class Extraction(BaseModel):
     dropped_relationships: int = 0
 
 
+class ExtractionFailure(BaseModel):
+    """A chunk that could not be extracted (after retries); it is tried again next run."""
+
+    error: str
+
+
 class Extractor(Protocol):
     #: Identifies the extractor and its version; stored extractions are keyed by it.
     name: str
 
-    def extract(self, texts: Sequence[str]) -> list[Extraction]:
-        """Extract from several chunk texts; returns one Extraction per text, in order."""
+    async def extract(self, texts: Sequence[str]) -> list[Extraction | ExtractionFailure]:
+        """Extract from several chunk texts; one result per text, in order."""
         ...

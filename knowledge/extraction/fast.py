@@ -7,12 +7,18 @@ what they mention, and entities mentioned in the same sentence, weighted by coun
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from itertools import combinations, pairwise
 
-from knowledge.extraction.base import ExtractedEntity, ExtractedRelationship, Extraction
+from knowledge.extraction.base import (
+    ExtractedEntity,
+    ExtractedRelationship,
+    Extraction,
+    ExtractionFailure,
+)
 from knowledge.extraction.stopwords import STOPWORDS
 
 _LINE = re.compile(r"^(?P<speaker>[^:\n]{1,80}): (?P<content>.*)$")
@@ -175,8 +181,9 @@ def _noun_phrases(sentences: list[str]) -> Counter[str]:
 class FastExtractor:
     name = "fast-v1"
 
-    def extract(self, texts: Sequence[str]) -> list[Extraction]:
-        return [self.extract_one(text) for text in texts]
+    async def extract(self, texts: Sequence[str]) -> list[Extraction | ExtractionFailure]:
+        # CPU-bound: keep the event loop free.
+        return list(await asyncio.to_thread(lambda: [self.extract_one(t) for t in texts]))
 
     def extract_one(self, text: str) -> Extraction:
         lines: list[tuple[str | None, str]] = []

@@ -47,13 +47,15 @@ def test_merge_normalizes_names_and_keeps_first_casing() -> None:
     assert rel.source_chunk_ids == ["c1", "c2"]
 
 
-def test_merge_is_deterministic() -> None:
+async def test_merge_is_deterministic() -> None:
     extractor = FastExtractor()
     texts = [
         "Alice: We moved the Graph Store to Neo4j last week.\nBob: Neo4j and Qdrant work well.",
         "Carol: Alice said Qdrant is fast. Bob agreed about Qdrant and Neo4j.",
     ]
-    extractions = list(zip(["c1", "c2"], extractor.extract(texts), strict=True))
+    results = await extractor.extract(texts)
+    extractions = [(cid, r) for cid, r in zip(["c1", "c2"], results, strict=True)]
+    assert all(isinstance(r, Extraction) for _, r in extractions)
     assert merge_extractions(extractions) == merge_extractions(extractions)
 
 

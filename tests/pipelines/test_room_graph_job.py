@@ -148,7 +148,7 @@ def test_two_rooms_never_see_each_other(
             assert "babbage" in {e.name for e in other_graph.entities}
             assert "babbage" not in {e.name for e in sample_graph.entities}
             assert "menenius" not in {e.name for e in other_graph.entities}
-            vector = platform.embedder.embed(["Babbage Analytical Engine"])[0]
+            vector = (await platform.embedder.embed(["Babbage Analytical Engine"]))[0]
             for collection in ("chunks", "entities", "communities"):
                 hits = await platform.vectors.search(
                     collection, sample_room, "Babbage Analytical Engine", vector, 20

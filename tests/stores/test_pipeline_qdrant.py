@@ -6,6 +6,7 @@ stay in the embedded PostgreSQL, the vectors go to Qdrant.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -35,14 +36,7 @@ async def qdrant_platform(
 ) -> AsyncIterator[Platform]:
     vectors = QdrantVectorStore(str(tmp_path_factory.mktemp("qdrant-pipeline")))
     try:
-        yield Platform(
-            settings=platform.settings,
-            engine=platform.engine,
-            graph=platform.graph,
-            vectors=vectors,
-            extractor=platform.extractor,
-            embedder=platform.embedder,
-        )
+        yield dataclasses.replace(platform, vectors=vectors)
     finally:
         await vectors.close()
 
