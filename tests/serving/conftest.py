@@ -24,12 +24,15 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from dagster import DagsterInstance
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coagent.runs import run_room_job
 from dbschema.models import AuthSession, Course, Room, User, UserRole
 from knowledge import rooms
-from knowledge.platform import Platform
+from knowledge.platform import Platform, open_platform
+from knowledge.sample import load_sample
 from knowledge.settings import Settings
 from serving.app import create_app
 from serving.auth.security import (
@@ -41,6 +44,7 @@ from serving.auth.security import (
     new_csrf_token,
 )
 from serving.state import AppState
+from tests.conftest import make_room
 
 SUPERUSER = "root@serving.test"
 SUPERUSER_PASSWORD = "root-password-123"
@@ -151,6 +155,13 @@ class Api:
         await self.commit()
         return client_with(self.app, cookies)
 
+    async def member_of(self, room_id: str | uuid.UUID, role: UserRole = UserRole.student) -> User:
+        """A new user, member of an existing (e.g. committed) room."""
+        user = await self.user(role)
+        await rooms.set_room_member(self.session, uuid.UUID(str(room_id)), user.id, "member")
+        await self.commit()
+        return user
+
     async def course(self, owner: User | None = None) -> Course:
         course = await rooms.create_course(
             self.session, f"course {uuid.uuid4().hex[:6]}", owner.id if owner else None
@@ -182,9 +193,10 @@ def error_code(response: httpx.Response) -> str:
 
 
 async def stream_events(app: FastAPI, room_id: Any, since: str = "-") -> list[dict[str, str]]:
-    """Entries of ``graphrag:events`` for one room, oldest first."""
+    """Entries of ``graphrag:events`` for one room after ``since``, oldest first."""
     state = state_of(app)
-    entries = await state.redis.xrange(state.events.stream, since, "+")
+    start = since if since == "-" else f"({since}"  # exclusive of ``since`` itself
+    entries = await state.redis.xrange(state.events.stream, start, "+")
     found = []
     for _, fields in entries:
         decoded = {k.decode(): v.decode() for k, v in fields.items()}
@@ -197,6 +209,23 @@ async def last_stream_id(app: FastAPI) -> str:
     state = state_of(app)
     last = await state.redis.xrevrange(state.events.stream, "+", "-", count=1)
     return last[0][0].decode() if last else "0-0"
+
+
+GRAPH_SAMPLE = [(s.speaker, s.text) for s in load_sample()[:90]]
+
+
+@pytest.fixture(scope="session")
+def built_room(settings: Settings, dagster_instance: DagsterInstance) -> str:
+    """A committed room of sample dialogue whose graph a real Dagster run materialized."""
+
+    async def create() -> str:
+        async with open_platform(settings) as platform:
+            return await make_room(platform, GRAPH_SAMPLE, "graph api")
+
+    room_id = asyncio.run(create())
+    outcome = run_room_job(dagster_instance, "refresh_room", room_id, show_progress=False)
+    assert outcome.success, outcome.error
+    return room_id
 
 
 # live servers
