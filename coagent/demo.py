@@ -78,6 +78,23 @@ def _print_summary(settings: Settings, room_id: str, metadata: dict[str, dict[st
     )
     reports = metadata.get("community_reports", {})
     say(f"  community_reports {reports.get('reports')} ({reports.get('regenerated')} regenerated)")
+    if settings.uses_llm:
+        # Relationships share the entities step: count each step once.
+        steps = [metadata.get(k, {}) for k in ("chunks", "entities", "communities")]
+        steps.append(reports)
+
+        def total(key: str) -> float:
+            return sum(float(step.get(key, 0) or 0) for step in steps)
+
+        say(
+            f"  LLM               {total('llm_calls'):.0f} calls, "
+            f"{total('llm_cache_hits'):.0f} cache hits, "
+            f"{total('llm_prompt_tokens') + total('llm_completion_tokens'):.0f} tokens, "
+            f"~${total('llm_cost_usd'):.4f} ({settings.llm_chat_model})"
+        )
+        failed = metadata.get("entities", {}).get("failed_chunks", 0)
+        if failed:
+            say(f"  warning           {failed} chunks failed extraction (retried next run)")
 
     async def questions() -> tuple[list[Any], Answer, Answer]:
         async with open_platform(settings) as platform:

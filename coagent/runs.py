@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import DagsterEventType, DagsterInstance
+from dagster import AssetCheckSeverity, DagsterEventType, DagsterInstance
 from dagster._core.utils import make_new_run_id
 
 from coagent.progress import say
@@ -24,11 +24,16 @@ class RunOutcome:
     seconds: float
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed_checks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     error: str | None = None
 
 
 def run_room_job(
-    instance: DagsterInstance, job_name: str, room_id: str, show_progress: bool = True
+    instance: DagsterInstance,
+    job_name: str,
+    room_id: str,
+    show_progress: bool = True,
+    resources: dict[str, Any] | None = None,
 ) -> RunOutcome:
     """Run ``refresh_room`` / ``rebuild_room`` for one room partition in this process."""
     instance.add_dynamic_partitions("rooms", [room_id])
@@ -49,6 +54,7 @@ def run_room_job(
                 },
                 raise_on_error=False,
                 tags={"coagent/source": "cli"},
+                resources=resources,
             )
         except Exception as error:  # reported below, never swallowed
             result["error"] = error
@@ -89,6 +95,8 @@ def run_room_job(
             evaluation = event.event_specific_data
             if not evaluation.passed:
                 outcome.failed_checks.append(evaluation.check_name)
+                if evaluation.severity != AssetCheckSeverity.ERROR:
+                    outcome.warnings.append(evaluation.check_name)
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             outcome.error = _root_cause(event.event_specific_data.error)
     return outcome

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from knowledge.platform import Platform, open_platform
 from knowledge.settings import Settings, get_settings
@@ -22,23 +22,26 @@ class KnowledgeResource(ConfigurableResource):
     definitions run on the embedded defaults and on the production services.
     """
 
-    data_dir: str | None = None
-    database_url: str | None = None
+    #: Settings that differ from the environment, by field name (e.g. ``llm_base_url``).
+    overrides: dict[str, str] = Field(default_factory=dict)
 
     def settings(self) -> Settings:
         settings = get_settings()
-        overrides: dict[str, object] = {}
-        if self.data_dir:
-            overrides["coagent_data_dir"] = Path(self.data_dir)
-        if self.database_url:
-            overrides["database_url"] = self.database_url
-        return settings.model_copy(update=overrides) if overrides else settings
+        if not self.overrides:
+            return settings
+        return Settings.model_validate({**settings.model_dump(), **self.overrides})
 
-    def run(self, work: Callable[[Platform], Awaitable[T]]) -> T:
-        """Run async domain work against a freshly opened platform (one event loop per step)."""
+    def run(self, work: Callable[[Platform], Awaitable[T]]) -> tuple[T, dict[str, Any]]:
+        """Run async domain work against a freshly opened platform (one event loop per step).
 
-        async def main() -> T:
+        Returns the work's result and the LLM usage it caused (empty in the offline mode).
+        """
+
+        async def main() -> tuple[T, dict[str, Any]]:
             async with open_platform(self.settings()) as platform:
-                return await work(platform)
+                before = platform.llm.usage.snapshot() if platform.llm else None
+                result = await work(platform)
+                usage = platform.llm.usage.since(before) if platform.llm and before else {}
+                return result, usage
 
         return asyncio.run(main())

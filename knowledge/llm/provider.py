@@ -223,7 +223,7 @@ class LLMProvider:
                     model=self.chat_model,
                     messages=list(messages),  # type: ignore[arg-type]
                     response_model=response_model,
-                    max_retries=self.reasks + 1,
+                    max_retries=self.reasks,  # re-asks after the first answer
                     **extra,
                 )
             except Exception as error:
@@ -289,5 +289,9 @@ class LLMProvider:
 
 def _describe(error: BaseException) -> str:
     api_error = _api_error(error)
-    shown = api_error or error
-    return f"{type(shown).__name__}: {str(shown)[:300]}"
+    if api_error is not None:
+        return f"{type(api_error).__name__}: {str(api_error)[:300]}"
+    attempts = getattr(error, "n_attempts", None)
+    if attempts is not None:
+        return f"no valid output after {attempts} attempts"
+    return f"{type(error).__name__}: {str(error)[:300]}"

@@ -37,7 +37,7 @@ def chunks(
         result = await sync_chunks(platform, room_id)
         return result, await vectors_match_rows(platform, room_id, "chunks")
 
-    result, check = knowledge.run(work)
+    (result, check), usage = knowledge.run(work)
     context.log.info(
         "%d chunks (%d new, %d removed) from %d messages and %d artifacts",
         result.total,
@@ -58,6 +58,7 @@ def chunks(
             "vectors_deleted": result.vectors.deleted,
             "wiped": config.wipe,
             "seconds": round(result.seconds, 3),
+            **usage,
         },
         check_results=[check_result("chunks", "chunk_vectors_match_rows", check)],
     )

@@ -22,7 +22,7 @@ def communities(context: AssetExecutionContext, knowledge: KnowledgeResource) ->
         build = await detect_communities(platform, room_id)
         return build, await entities_in_communities(platform, room_id)
 
-    build, check = knowledge.run(work)
+    (build, check), usage = knowledge.run(work)
     return MaterializeResult(
         metadata={
             "communities": build.total,
@@ -31,6 +31,7 @@ def communities(context: AssetExecutionContext, knowledge: KnowledgeResource) ->
             "unchanged": build.unchanged,
             "largest": build.largest,
             "seconds": round(build.seconds, 3),
+            **usage,
         },
         check_results=[check_result("communities", "entities_in_communities", check)],
     )

@@ -26,7 +26,7 @@ def community_reports(
         build = await write_reports(platform, room_id)
         return build, await vectors_match_rows(platform, room_id, "communities")
 
-    build, check = knowledge.run(work)
+    (build, check), usage = knowledge.run(work)
     return MaterializeResult(
         metadata={
             "reports": build.total,
@@ -34,6 +34,7 @@ def community_reports(
             "deleted": build.deleted,
             "vectors_written": build.vectors.written,
             "seconds": round(build.seconds, 3),
+            **usage,
         },
         check_results=[check_result("community_reports", "report_vectors_match_rows", check)],
     )

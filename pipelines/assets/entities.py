@@ -1,8 +1,11 @@
 from collections.abc import Iterator
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     AssetSpec,
     MaterializeResult,
     multi_asset,
@@ -37,6 +40,8 @@ from pipelines.resources import KnowledgeResource
     check_specs=[
         AssetCheckSpec("names_normalized", asset="entities", blocking=True),
         AssetCheckSpec("entity_vectors_match_rows", asset="entities", blocking=True),
+        # Non-blocking: a chunk the LLM cannot extract is recorded, the run goes on.
+        AssetCheckSpec("all_chunks_extracted", asset="entities", blocking=False),
         AssetCheckSpec("relationships_have_entities", asset="relationships", blocking=True),
     ],
 )
@@ -55,7 +60,7 @@ def entities_and_relationships(
         )
         return build, checks
 
-    build, (normalized, vectors, endpoints) = knowledge.run(work)
+    (build, (normalized, vectors, endpoints)), usage = knowledge.run(work)
     context.log.info(
         "extracted %d of %d chunks: %d entities, %d relationships",
         build.chunks_extracted,
@@ -72,11 +77,30 @@ def entities_and_relationships(
             "entity_types": build.entity_types,
             "vectors_written": build.vectors.written,
             "vectors_deleted": build.vectors.deleted,
+            "failed_chunks": len(build.failed_chunks),
             "seconds": round(build.seconds, 3),
+            **usage,
         },
         check_results=[
             check_result("entities", "names_normalized", normalized),
             check_result("entities", "entity_vectors_match_rows", vectors),
+            AssetCheckResult(
+                asset_key=AssetKey("entities"),
+                check_name="all_chunks_extracted",
+                passed=not build.failed_chunks,
+                severity=AssetCheckSeverity.WARN,
+                description=(
+                    f"{len(build.failed_chunks)} chunks failed extraction and will be tried "
+                    "again next run"
+                    if build.failed_chunks
+                    else "every chunk is extracted"
+                ),
+                metadata={
+                    "failed": "; ".join(f"{c}: {e}" for c, e in build.failed_chunks.items())[:2000]
+                }
+                if build.failed_chunks
+                else {},
+            ),
         ],
     )
     yield MaterializeResult(

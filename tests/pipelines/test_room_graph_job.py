@@ -72,7 +72,7 @@ def test_refresh_materializes_every_asset_and_passes_checks(
             runs[-1].run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
         )
     ]
-    assert len(checks) == 6
+    assert len(checks) == 7
     assert all(c.event_specific_data.passed for c in checks)
 
 

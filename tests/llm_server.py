@@ -1,0 +1,321 @@
+"""A local OpenAI-compatible HTTP server for tests and benchmarks (real HTTP on 127.0.0.1).
+
+Deterministic answers for every structured output the platform asks for: extraction output
+comes from running the offline extractor on the text between the prompt's BEGIN/END markers,
+so a graph built through it looks like a real one. Embeddings are hashing vectors.
+
+Fault injection, per request content:
+- ``FAULT-429`` in the text: the first request with that content gets 429 + ``Retry-After``;
+- ``FAULT-500``: the first gets a 500;
+- ``FAULT-SLOW``: the first is answered after ``slow_seconds`` (longer than the client timeout);
+- ``FAULT-MALFORMED``: the first answer is not JSON; ``FAULT-INVALID``: the first answer is JSON
+  that does not fit the schema;
+- ``FAULT-ALWAYS-BAD``: every answer is malformed (a permanently bad chunk).
+Plus ``latency`` seconds on every call, and ``rejects_json_schema`` to act like a server
+without ``response_format: json_schema``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from knowledge.embeddings import HashingEmbedder
+from knowledge.extraction.fast import FastExtractor
+from knowledge.llm.prompts import BEGIN, END
+from knowledge.tokens import count_tokens
+
+_FAULTS = ("FAULT-429", "FAULT-500", "FAULT-SLOW", "FAULT-MALFORMED", "FAULT-INVALID")
+
+
+class FakeOpenAI:
+    def __init__(self, latency: float = 0.0, slow_seconds: float = 3.0) -> None:
+        self.latency = latency
+        self.slow_seconds = slow_seconds
+        self.rejects_json_schema = False
+        self.calls: Counter[str] = Counter()
+        self.faults_served: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._seen: set[tuple[str, str]] = set()
+        self._extractor = FastExtractor()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.faults_served.clear()
+            self.max_in_flight = 0
+            self._seen.clear()
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    # --- behaviour ----------------------------------------------------------------------------
+
+    def _first_time(self, fault: str, content: str) -> bool:
+        key = (fault, hashlib.sha256(content.encode()).hexdigest())
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+            self.faults_served[fault] += 1
+            return True
+
+    def _fault_for(self, content: str) -> str | None:
+        if "FAULT-ALWAYS-BAD" in content:
+            with self._lock:
+                self.faults_served["FAULT-ALWAYS-BAD"] += 1
+            return "FAULT-MALFORMED"
+        # Keyed on the text being processed, so a re-ask (which appends messages) is the
+        # "second time" for that text.
+        subject = _between_markers(content) or content
+        for fault in _FAULTS:
+            if fault in subject and self._first_time(fault, subject):
+                return fault
+        return None
+
+    def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        messages = body.get("messages", [])
+        content = "\n".join(str(m.get("content", "")) for m in messages)
+        response_format = body.get("response_format") or {}
+        if self.rejects_json_schema and response_format.get("type") == "json_schema":
+            return 400, {}, {"error": {"message": "response_format json_schema is not supported"}}
+        fault = self._fault_for(content)
+        if fault == "FAULT-429":
+            return 429, {"Retry-After": "0.2"}, {"error": {"message": "rate limited"}}
+        if fault == "FAULT-500":
+            return 500, {}, {"error": {"message": "internal error"}}
+        if fault == "FAULT-SLOW":
+            # The client gives up after its timeout and moves on: from then on this request
+            # no longer counts as one of its concurrent calls.
+            with self._lock:
+                self.in_flight -= 1
+            self._local.abandoned = True
+            time.sleep(self.slow_seconds)
+        schema_name = _schema_name(body, content)
+        if fault == "FAULT-MALFORMED":
+            text = '{"entities": [ this is not json'
+        elif fault == "FAULT-INVALID":
+            text = json.dumps({"entities": [{"type": "PERSON"}], "relationships": "none"})
+        else:
+            text = json.dumps(self._answer(schema_name, messages))
+        usage = {
+            "prompt_tokens": count_tokens(content),
+            "completion_tokens": count_tokens(text),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return (
+            200,
+            {},
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model", "fake"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            },
+        )
+
+    def _answer(self, schema: str, messages: list[dict[str, Any]]) -> Any:
+        user = str(messages[-1].get("content", "")) if messages else ""
+        body = _between_markers(user) or user
+        if schema == "ExtractionOutput":
+            if "MISSED" in user:
+                return {"entities": [], "relationships": []}
+            extraction = self._extractor.extract_one(body)
+            return {
+                "entities": [
+                    {"name": e.name, "type": e.type, "description": e.description}
+                    for e in extraction.entities
+                ],
+                "relationships": [
+                    {
+                        "source": r.source,
+                        "target": r.target,
+                        "description": r.description,
+                        "strength": max(1, min(10, int(r.weight))),
+                    }
+                    for r in extraction.relationships
+                ]
+                # one relationship to an entity that was not listed: it must be dropped
+                + [
+                    {
+                        "source": extraction.entities[0].name,
+                        "target": "Nobody Listed",
+                        "description": "dangling",
+                        "strength": 1,
+                    }
+                ]
+                if extraction.entities
+                else [],
+            }
+        if schema == "EntitySummary":
+            items = [line[2:] for line in user.splitlines() if line.startswith("- ")]
+            return {"description": " ".join(items)[:400]}
+        if schema == "ReportOutput":
+            names = re.findall(r"^- ([^(\n]+) \(", body, flags=re.MULTILINE)[:3]
+            title = " & ".join(n.strip() for n in names) or "Community"
+            return {
+                "title": title,
+                "summary": f"The community around {title}.",
+                "findings": [
+                    {"summary": f"{n.strip()} matters", "explanation": "It is central."}
+                    for n in names
+                ],
+                "rating": min(10.0, 2.0 + len(body) / 500),
+                "rating_explanation": "Size of the community.",
+            }
+        if schema == "KeyPoints":
+            first = body.splitlines()[0] if body else ""
+            return {"points": [{"description": first[:200], "score": 50 + len(first) % 50}]}
+        if schema == "AnswerOutput":
+            items = re.findall(r"^\[(\d+)\] (.*)$", body, flags=re.MULTILINE)
+            used = [int(n) for n, _ in items[:3]]
+            summary = " ".join(text[:120] for _, text in items[:3]) or "No answer in context."
+            return {"answer": f"Answer: {summary}", "sources": used}
+        if schema == "RouteDecision":
+            is_global = bool(re.search(r"\b(main|themes?|overall|summar)", user, re.IGNORECASE))
+            return {"route": "global" if is_global else "local", "reason": "keywords"}
+        return {}
+
+    def embeddings(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        inputs = body.get("input", [])
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        dim = int(body.get("dimensions") or 1536)
+        embedder = HashingEmbedder(dim)
+        data = [
+            {"object": "embedding", "index": i, "embedding": embedder.embed_one(text)}
+            for i, text in enumerate(inputs)
+        ]
+        tokens = sum(count_tokens(t) for t in inputs)
+        return (
+            200,
+            {},
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with fake._lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    if fake.latency:
+                        time.sleep(fake.latency)
+                    if self.path.endswith("/chat/completions"):
+                        kind = "chat"
+                        status, headers, payload = fake.chat(body)
+                    elif self.path.endswith("/embeddings"):
+                        kind = "embeddings"
+                        status, headers, payload = fake.embeddings(body)
+                    else:
+                        kind = "other"
+                        status, headers, payload = 404, {}, {"error": {"message": "not found"}}
+                    with fake._lock:
+                        fake.calls[kind] += 1
+                    raw = json.dumps(payload).encode()
+                    try:
+                        self.send_response(status)
+                        for key, value in headers.items():
+                            self.send_header(key, value)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(raw)))
+                        self.end_headers()
+                        self.wfile.write(raw)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the client gave up (timeout): that is the point of FAULT-SLOW
+                finally:
+                    if not getattr(fake._local, "abandoned", False):
+                        with fake._lock:
+                            fake.in_flight -= 1
+                    fake._local.abandoned = False
+
+        return Handler
+
+
+def _schema_name(body: dict[str, Any], content: str) -> str:
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        return str(response_format.get("json_schema", {}).get("name", ""))
+    # JSON mode: instructor puts the schema in the system message.
+    for name in (
+        "ExtractionOutput",
+        "EntitySummary",
+        "ReportOutput",
+        "KeyPoints",
+        "AnswerOutput",
+        "RouteDecision",
+    ):
+        if f'"title": "{name}"' in content or f'"{name}"' in content:
+            return name
+    return ""
+
+
+def _between_markers(text: str) -> str:
+    start = text.find(BEGIN)
+    end = text.find(END)
+    if start < 0 or end < 0:
+        return ""
+    return text[start + len(BEGIN) : end].strip()
+
+
+def serve_forever(host_port: int = 8765) -> None:  # pragma: no cover - manual use
+    """``python -m tests.llm_server`` runs one for manual demos."""
+    fake = FakeOpenAI()
+    fake._server.server_close()
+    fake._server = ThreadingHTTPServer(("127.0.0.1", host_port), fake._handler())
+    print(f"fake OpenAI-compatible server on http://127.0.0.1:{host_port}/v1")
+    fake._server.serve_forever()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    asyncio.run(asyncio.to_thread(serve_forever))
