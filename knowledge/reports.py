@@ -32,16 +32,23 @@ class ReportContext:
     excerpts: list[tuple[str, str]]  # (chunk id, text) of the most shared chunks
 
     def content_hash(self) -> str:
-        """Changes exactly when what a report is written from changes."""
+        """Changes when the community's content changes materially: its members, their types
+        and descriptions, its relationships, or a relationship's weight crossing a power of
+        two. One more co-mention of a busy pair does not rewrite the report (reports say how
+        fresh they are); which excerpts are quoted follows from the rest."""
         payload = {
             "community": self.community.id,
-            "entities": [(e.name, e.type, e.description) for e in self.entities],
-            "relationships": [
-                (r.source, r.target, r.weight, r.description) for r in self.relationships
-            ],
-            "chunks": [cid for cid, _ in self.excerpts],
+            "entities": sorted((e.name, e.type, e.description) for e in self.entities),
+            "relationships": sorted(
+                (r.source, r.target, _weight_bucket(r.weight), r.description)
+                for r in self.relationships
+            ),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _weight_bucket(weight: float) -> int:
+    return int(math.floor(math.log2(max(weight, 1.0))))
 
 
 class ReportWriter(Protocol):
