@@ -153,7 +153,7 @@ def main() -> None:
         print(f"{label:34}{per_k(full, key):>14.2f}{per_k(refresh, key):>14.2f}")
     print(f"{'wall time (s), 0 ms per call':34}{full['seconds']:>14.2f}{refresh['seconds']:>14.2f}")
     print(
-        f"{'wall time (s), %d ms per call' % args.latency_ms:34}{slow['seconds']:>14.2f}"
+        f"{f'wall time (s), {args.latency_ms} ms per call':34}{slow['seconds']:>14.2f}"
         f"{'':>14}  (max {slow['max_in_flight']:.0f} calls in flight)"
     )
     print(f"{'step seconds chunks/graph/comm/rep':34}{full['steps']:>14}{refresh['steps']:>14}")

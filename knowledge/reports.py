@@ -48,7 +48,7 @@ class ReportContext:
 
 
 def _weight_bucket(weight: float) -> int:
-    return int(math.floor(math.log2(max(weight, 1.0))))
+    return math.floor(math.log2(max(weight, 1.0)))
 
 
 class ReportWriter(Protocol):
