@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     llm_context_tokens: int = Field(default=6000, ge=500)
     embedding_batch_tokens: int = Field(default=8000, ge=100)
 
+    # Near-real-time refresh: a room is refreshed once quiet this long, or after max wait.
+    realtime_debounce_seconds: float = Field(default=10.0, ge=0)
+    realtime_max_wait_seconds: float = Field(default=60.0, gt=0)
+
     secret_key: str = "change-me-in-production"
 
     # Dagster instance: home (dagster.yaml) and its PostgreSQL storage. Unset: a ``dagster``

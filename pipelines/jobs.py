@@ -1,4 +1,4 @@
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetSelection, define_asset_job, in_process_executor
 
 from pipelines.partitions import rooms_partitions
 
@@ -9,6 +9,7 @@ refresh_room = define_asset_job(
     "refresh_room",
     selection=ROOM_GRAPH,
     partitions_def=rooms_partitions,
+    executor_def=in_process_executor,
     description="Bring one room's knowledge graph up to date (incremental).",
 )
 
@@ -21,5 +22,6 @@ rebuild_room = define_asset_job(
     selection=ROOM_GRAPH,
     partitions_def=rooms_partitions,
     config=REBUILD_RUN_CONFIG,
+    executor_def=in_process_executor,
     description="Wipe one room in every store and rebuild its knowledge graph.",
 )

@@ -1,0 +1,55 @@
+"""Reading ``graphrag:events`` from a stream id with XRANGE (no consumer groups: nothing to ack
+or lose), and noticing when entries were trimmed before they were read."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from redis import Redis
+
+from realtime.debounce import stream_id_key
+from realtime.events import STREAM, BaseEvent, parse_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamBatch:
+    events: list[tuple[str, BaseEvent]] = field(default_factory=list)
+    #: Entries after ``after`` were trimmed before they were read.
+    gap: bool = False
+    #: Entries that could not be parsed (skipped, counted).
+    malformed: int = 0
+    #: The id of the last entry read (parsed or not); None when nothing was read.
+    last_id: str | None = None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_after(
+    redis: Redis, after: str, stream: str = STREAM, count: int = 1000, max_batches: int = 10
+) -> StreamBatch:
+    batch = StreamBatch()
+    if after != "0-0":
+        first = redis.xrange(stream, "-", "+", count=1)
+        if first and stream_id_key(_text(first[0][0])) > stream_id_key(after):
+            # The oldest entry is newer than the last one we read: what was between is gone.
+            batch.gap = True
+    start = f"({after}" if after != "0-0" else "-"
+    for _ in range(max_batches):
+        entries = redis.xrange(stream, start, "+", count=count)
+        for raw_id, fields in entries:
+            entry_id = _text(raw_id)
+            batch.last_id = entry_id
+            try:
+                batch.events.append((entry_id, parse_event(fields)))
+            except ValueError as error:
+                batch.malformed += 1
+                log.warning("skipping malformed stream entry %s: %s", entry_id, error)
+        if len(entries) < count:
+            break
+        start = f"({batch.last_id}"
+    return batch
