@@ -120,6 +120,12 @@ def _workspace() -> str:
     return str(Path(__file__).resolve().parent.parent / "workspace.yaml")
 
 
+def cmd_dev(args: argparse.Namespace) -> None:
+    from coagent.dev import run_dev
+
+    raise SystemExit(run_dev(_settings(), args.host, args.port, args.dagster_port, args.ready_file))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     dagster.add_argument("--host", default="127.0.0.1")
     dagster.add_argument("--port", type=int, default=3000)
     dagster.set_defaults(func=cmd_dagster)
+    dev = sub.add_parser("dev", help="run the Dagster UI + daemon (with the sensor) and the API")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000, help="API port")
+    dev.add_argument("--dagster-port", type=int, default=3000)
+    dev.add_argument("--ready-file", help="written once everything is up (for scripts)")
+    dev.set_defaults(func=cmd_dev)
     ask = sub.add_parser("ask", help="ask a question about a room")
     ask.add_argument("--room", required=True, help="room id")
     ask.add_argument("--route", choices=["global", "local"], help="force a search route")
