@@ -126,6 +126,41 @@ def cmd_dev(args: argparse.Namespace) -> None:
     raise SystemExit(run_dev(_settings(), args.host, args.port, args.dagster_port, args.ready_file))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Migrate, create the super admin (FIRST_SUPERUSER), then serve the API with uvicorn."""
+    import uvicorn
+
+    from knowledge.platform import open_platform, redis_url
+    from serving.app import create_app
+    from serving.auth.service import ensure_superuser
+
+    settings = _settings()
+    _prepare_database(settings)
+    with step("Starting Redis" if settings.uses_embedded_redis else "Connecting Redis"):
+        redis_url(settings)
+
+    async def superuser() -> str | None:
+        async with open_platform(settings) as platform, platform.session() as session:
+            user = await ensure_superuser(session, settings)
+            return user.email if user else None
+
+    with step("Creating the super admin"):
+        admin = asyncio.run(superuser())
+    if admin is None:
+        say("  (no super admin: set FIRST_SUPERUSER and FIRST_SUPERUSER_PASSWORD to create one)")
+    say(
+        f"API on http://{args.host}:{args.port}/api/v1  (OpenAPI docs: http://{args.host}:{args.port}/docs)"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        proxy_headers=True,
+        ws_max_size=64 * 1024,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--dagster-port", type=int, default=3000)
     dev.add_argument("--ready-file", help="written once everything is up (for scripts)")
     dev.set_defaults(func=cmd_dev)
+    serve = sub.add_parser("serve", help="migrate and serve the HTTP/WebSocket API (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.set_defaults(func=cmd_serve)
     ask = sub.add_parser("ask", help="ask a question about a room")
     ask.add_argument("--room", required=True, help="room id")
     ask.add_argument("--route", choices=["global", "local"], help="force a search route")
