@@ -697,3 +697,13 @@ async def get_artifact_version(
     if row is None:
         raise NotFoundError(f"artifact {artifact_id} has no version {version}")
     return row
+
+
+async def course_visible_to(
+    session: AsyncSession, course_id: uuid.UUID, user_id: uuid.UUID
+) -> bool:
+    """Whether the user owns the course, belongs to it, or has a room in it."""
+    result = await session.execute(
+        select(Course.id).where(Course.id == course_id, _course_visible_to(user_id))
+    )
+    return result.first() is not None
