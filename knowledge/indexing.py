@@ -292,14 +292,24 @@ class CommunityBuild:
 
 async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild:
     started = time.perf_counter()
-    graph = await platform.graph.get_graph(room_id)
-    communities = hierarchical_communities(
-        room_id,
-        (e.name for e in graph.entities),
-        [(r.source, r.target, r.weight) for r in graph.relationships],
-        seed=platform.settings.leiden_seed,
-        max_cluster_size=platform.settings.leiden_max_cluster_size,
-    )
+    # A store that runs Leiden itself (Neo4j: GDS) does; otherwise Leiden runs here in Python.
+    from knowledge.stores.base import CommunityDetector
+
+    if isinstance(platform.graph, CommunityDetector):
+        communities = await platform.graph.detect_communities(
+            room_id,
+            seed=platform.settings.leiden_seed,
+            max_cluster_size=platform.settings.leiden_max_cluster_size,
+        )
+    else:
+        graph = await platform.graph.get_graph(room_id)
+        communities = hierarchical_communities(
+            room_id,
+            (e.name for e in graph.entities),
+            [(r.source, r.target, r.weight) for r in graph.relationships],
+            seed=platform.settings.leiden_seed,
+            max_cluster_size=platform.settings.leiden_max_cluster_size,
+        )
     before = {c.id for c in await platform.graph.get_communities(room_id)}
     await platform.graph.replace_communities(room_id, communities)
     return CommunityBuild(

@@ -110,10 +110,20 @@ def make_stores(settings: Settings, engine: AsyncEngine) -> tuple[GraphStore, Ve
     graph: GraphStore
     vectors: VectorStore
 
-    # Graph store. The Neo4j implementation goes here: `if settings.neo4j_uri: graph = …`.
-    from knowledge.stores.postgres_graph import PostgresGraphStore
+    # Graph store: Neo4j (APOC + GDS) when NEO4J_URI is set, else the PostgreSQL tables.
+    if settings.neo4j_uri:
+        from knowledge.stores.neo4j_graph import Neo4jGraphStore
 
-    graph = PostgresGraphStore(engine)
+        graph = Neo4jGraphStore(
+            settings.neo4j_uri,
+            user=settings.neo4j_user,
+            password=settings.neo4j_password,
+            database=settings.neo4j_database,
+        )
+    else:
+        from knowledge.stores.postgres_graph import PostgresGraphStore
+
+        graph = PostgresGraphStore(engine)
 
     # Vector store: Qdrant when QDRANT_URL (a server URL, or a folder for qdrant-client's
     # one-process local mode) or QDRANT_HOST is set, else pgvector.

@@ -19,6 +19,13 @@ os.environ["COAGENT_DATA_DIR"] = str(_DATA_DIR)
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 for _var in ("DATABASE_URL", "POSTGRES_SERVER", "REDIS_URL", "OPENAI_API_KEY", "LLM_BASE_URL"):
     os.environ.pop(_var, None)
+# The Neo4j server `make test` started is for the tests that ask for it (`neo4j_settings`); the
+# default platform stays on the embedded stores.
+_NEO4J_ENV = {
+    var: os.environ.pop(var)
+    for var in ("NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD", "NEO4J_DATABASE")
+    if var in os.environ
+}
 warnings.filterwarnings("ignore")
 
 from dbschema.migrate import upgrade  # noqa: E402
@@ -39,6 +46,27 @@ def settings() -> Iterator[Settings]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_DATA_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def neo4j_settings(settings: Settings) -> Settings:
+    """The settings with the Neo4j server of the run (``NEO4J_URI``…, exported by `make test`).
+
+    Unset: a failure with ``CI=true`` (a missing service never skips in CI), else a skip.
+    """
+    if not _NEO4J_ENV.get("NEO4J_URI"):
+        message = "NEO4J_URI is not set: run the tests with `make test` (it starts Neo4j)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return settings.model_copy(
+        update={
+            "neo4j_uri": _NEO4J_ENV["NEO4J_URI"],
+            "neo4j_user": _NEO4J_ENV.get("NEO4J_USER", settings.neo4j_user),
+            "neo4j_password": _NEO4J_ENV.get("NEO4J_PASSWORD", settings.neo4j_password),
+            "neo4j_database": _NEO4J_ENV.get("NEO4J_DATABASE", settings.neo4j_database),
+        }
+    )
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from knowledge.graph import Community, CommunityReport, Entity, RoomGraph
 
@@ -68,6 +68,19 @@ class GraphStore(Protocol):
         ...
 
     async def wipe_room(self, room_id: str) -> None: ...
+
+
+@runtime_checkable
+class CommunityDetector(Protocol):
+    """Optional capability of a graph store: hierarchical Leiden communities computed inside the
+    store (Neo4j: GDS). Same shape as :func:`knowledge.communities.hierarchical_communities`:
+    level 0 partitions every entity (singletons for entities without relationships), a larger
+    community is split at the next level, ids hash (room, level, members). A store without it
+    gets communities computed in Python from :meth:`GraphStore.get_graph`."""
+
+    async def detect_communities(
+        self, room_id: str, seed: int, max_cluster_size: int, resolution: float = 1.0
+    ) -> list[Community]: ...
 
 
 class VectorStore(Protocol):

@@ -1,7 +1,7 @@
 """One contract for every GraphStore: same inputs, same expected results.
 
 Implementations are the params of the ``graph_store`` fixture (with ids): PostgreSQL tables on the
-real embedded server now; a Neo4j store is added as one more param.
+real embedded server, and Neo4j (APOC + GDS) on the server `make test` starts (``neo4j`` marker).
 """
 
 from __future__ import annotations
@@ -13,20 +13,41 @@ import pytest
 
 from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
 from knowledge.platform import Platform
+from knowledge.settings import Settings
 from knowledge.stores.base import GraphStore
+from knowledge.stores.neo4j_graph import Neo4jGraphStore
 from knowledge.stores.postgres_graph import PostgresGraphStore
 
 
-@pytest.fixture(params=[pytest.param("postgres", id="postgres")])
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", id="postgres"),
+        pytest.param("neo4j", id="neo4j", marks=pytest.mark.neo4j),
+    ]
+)
 async def graph_store(
     request: pytest.FixtureRequest, platform: Platform
 ) -> AsyncIterator[GraphStore]:
     if request.param == "postgres":
         store: GraphStore = PostgresGraphStore(platform.engine)
+    elif request.param == "neo4j":
+        settings: Settings = request.getfixturevalue("neo4j_settings")
+        assert settings.neo4j_uri
+        store = Neo4jGraphStore(
+            settings.neo4j_uri,
+            user=settings.neo4j_user,
+            password=settings.neo4j_password,
+            database=settings.neo4j_database,
+        )
     else:  # pragma: no cover - every param needs a branch
         raise AssertionError(request.param)
     await store.ensure_schema()
-    yield store
+    try:
+        yield store
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            await close()
 
 
 def new_room() -> str:

@@ -1,0 +1,695 @@
+"""Graph store on Neo4j 5 (production): APOC for neighbourhoods, GDS for Leiden.
+
+Same results as :class:`~knowledge.stores.postgres_graph.PostgresGraphStore` for every
+``GraphStore`` call (one contract suite runs on both). The model and its constraints live in
+``dbschema/neo4j/schema.cypher``:
+
+- ``(:Entity {room_id, name, display_name, type, description, source_chunk_ids, mentions})``,
+  unique on ``(room_id, name)``; ``name`` is the case-normalized key, ``display_name`` the
+  first-seen casing.
+- ``(:Entity)-[:RELATED {room_id, weight, description, source_chunk_ids}]->(:Entity)``, one per
+  pair, stored from ``source`` to ``target`` (``source < target`` by the graph invariants).
+  Unlike the PostgreSQL table, a relationship needs both its entities: one whose endpoint is
+  not in the graph is not stored.
+- ``(:Community {room_id, id, level, parent_id, entity_names})`` and
+  ``(:Report {room_id, community_id, …, findings (JSON text), generated_at (datetime)})``.
+
+Writes are ``UNWIND``-batched ``MERGE``\\ s in one managed (retried) transaction per call.
+:meth:`Neo4jGraphStore.neighbourhood` expands with ``apoc.path.expandConfig`` (BFS, node-global
+uniqueness, ``maxLevel`` = hops) and cuts at ``limit`` in Cypher: seeds first, then level by
+level, stronger ties first. :meth:`Neo4jGraphStore.detect_communities` runs ``gds.leiden`` on a
+per-room Cypher projection (undirected, weighted, seeded, one thread, intermediate communities
+kept for the hierarchy) that is dropped in ``finally``.
+
+Drivers: the async driver is bound to the event loop it was created in, so the module keeps one
+driver per ``(uri, user)`` and running event loop, shared by every store of that loop and closed
+when the last of them closes. In the API process that is one driver for the process; a Dagster
+step (one ``asyncio.run`` each) opens and closes its own. Every query names the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction
+from neo4j.exceptions import ClientError
+
+from knowledge.communities import community_id
+from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "dbschema" / "neo4j" / "schema.cypher"
+
+#: Rows per ``UNWIND`` statement.
+BATCH = 10_000
+#: Entities or relationships deleted per inner transaction by :meth:`Neo4jGraphStore.wipe_room`.
+WIPE_BATCH = 10_000
+
+
+def schema_statements(path: Path = SCHEMA_FILE) -> list[str]:
+    """The statements of a ``.cypher`` file: ``//`` comments dropped, split at ``;``."""
+    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("//")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+# --- one driver per (uri, user) and event loop --------------------------------------------------
+
+
+@dataclass
+class _SharedDriver:
+    driver: AsyncDriver
+    loop: asyncio.AbstractEventLoop
+    users: int = 0
+
+
+_DRIVERS: dict[tuple[str, str, int], _SharedDriver] = {}
+_SCHEMA_APPLIED: set[tuple[str, str]] = set()
+
+
+def _acquire(uri: str, user: str, password: str) -> _SharedDriver:
+    loop = asyncio.get_running_loop()
+    # Drivers of event loops that ended without closing them cannot be closed any more.
+    for key in [k for k, shared in _DRIVERS.items() if shared.loop.is_closed()]:
+        del _DRIVERS[key]
+    key = (uri, user, id(loop))
+    shared = _DRIVERS.get(key)
+    if shared is None or shared.loop is not loop:
+        shared = _SharedDriver(AsyncGraphDatabase.driver(uri, auth=(user, password)), loop)
+        _DRIVERS[key] = shared
+    shared.users += 1
+    return shared
+
+
+async def _release(uri: str, user: str, shared: _SharedDriver) -> None:
+    shared.users -= 1
+    if shared.users > 0:
+        return
+    key = (uri, user, id(shared.loop))
+    if _DRIVERS.get(key) is shared:
+        del _DRIVERS[key]
+    await shared.driver.close()
+
+
+# --- row conversions ----------------------------------------------------------------------------
+
+
+def _entity(props: dict[str, Any]) -> Entity:
+    return Entity(
+        name=props["name"],
+        display_name=props["display_name"],
+        type=props["type"],
+        description=props.get("description") or "",
+        source_chunk_ids=list(props.get("source_chunk_ids") or []),
+        mentions=int(props.get("mentions") or 0),
+    )
+
+
+def _relationship(row: dict[str, Any]) -> Relationship:
+    return Relationship(
+        source=row["source"],
+        target=row["target"],
+        weight=float(row["weight"]),
+        description=row.get("description") or "",
+        source_chunk_ids=list(row.get("source_chunk_ids") or []),
+    )
+
+
+def _report(props: dict[str, Any]) -> CommunityReport:
+    generated = props.get("generated_at")
+    return CommunityReport(
+        community_id=props["community_id"],
+        level=int(props["level"]),
+        title=props["title"],
+        summary=props["summary"],
+        findings=json.loads(props.get("findings") or "[]"),
+        rank=float(props["rank"]),
+        content_hash=props["content_hash"],
+        source_chunk_ids=list(props.get("source_chunk_ids") or []),
+        generated_at=generated.to_native() if generated is not None else None,
+    )
+
+
+def _entity_row(e: Entity) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "display_name": e.display_name,
+        "type": e.type,
+        "description": e.description,
+        "source_chunk_ids": list(e.source_chunk_ids),
+        "mentions": int(e.mentions),
+    }
+
+
+def _relationship_row(r: Relationship) -> dict[str, Any]:
+    return {
+        "source": r.source,
+        "target": r.target,
+        "weight": float(r.weight),
+        "description": r.description,
+        "source_chunk_ids": list(r.source_chunk_ids),
+    }
+
+
+def _batches(rows: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+# --- Cypher -------------------------------------------------------------------------------------
+
+MERGE_ENTITIES = """
+UNWIND $rows AS row
+MERGE (e:Entity {room_id: $room_id, name: row.name})
+SET e.display_name = row.display_name, e.type = row.type, e.description = row.description,
+    e.source_chunk_ids = row.source_chunk_ids, e.mentions = row.mentions
+"""
+
+MERGE_ENTITY = """
+MERGE (e:Entity {room_id: $room_id, name: $row.name})
+SET e.display_name = $row.display_name, e.type = $row.type, e.description = $row.description,
+    e.source_chunk_ids = $row.source_chunk_ids, e.mentions = $row.mentions
+"""
+
+MERGE_RELATIONSHIPS = """
+UNWIND $rows AS row
+MATCH (a:Entity {room_id: $room_id, name: row.source})
+MATCH (b:Entity {room_id: $room_id, name: row.target})
+MERGE (a)-[r:RELATED]->(b)
+SET r.room_id = $room_id, r.weight = row.weight, r.description = row.description,
+    r.source_chunk_ids = row.source_chunk_ids
+"""
+
+STORED_KEYS = """
+MATCH (e:Entity {room_id: $room_id})
+OPTIONAL MATCH (e)-[r:RELATED]->(t:Entity)
+RETURN e.name AS name, collect(t.name) AS targets
+"""
+
+DELETE_RELATIONSHIPS = """
+UNWIND $pairs AS pair
+MATCH (:Entity {room_id: $room_id, name: pair[0]})-[r:RELATED]->
+      (:Entity {room_id: $room_id, name: pair[1]})
+DELETE r
+"""
+
+DELETE_ENTITIES = """
+UNWIND $names AS name
+MATCH (e:Entity {room_id: $room_id, name: name})
+DETACH DELETE e
+"""
+
+READ_ENTITIES = "MATCH (e:Entity {room_id: $room_id}) RETURN properties(e) AS e"
+
+READ_RELATIONSHIPS = """
+MATCH (a:Entity {room_id: $room_id})-[r:RELATED]->(b:Entity)
+RETURN a.name AS source, b.name AS target, r.weight AS weight,
+       r.description AS description, r.source_chunk_ids AS source_chunk_ids
+"""
+
+READ_NAMED_ENTITIES = """
+UNWIND $names AS name
+MATCH (e:Entity {room_id: $room_id, name: name})
+RETURN properties(e) AS e
+"""
+
+# Breadth-first from the seeds with APOC: node-global uniqueness gives each entity its hop
+# distance. An entity found at hop h ranks by its strongest tie to an entity at hop h - 1
+# (weight descending, then that tie's source name, then whether it is the source, then its own
+# name): the order in which the PostgreSQL store's level-by-level walk adds entities.
+EXPAND = """
+MATCH (s:Entity {room_id: $room_id}) WHERE s.name IN $seeds
+WITH collect(s) AS starts
+CALL apoc.path.expandConfig(starts, {
+    relationshipFilter: 'RELATED', labelFilter: '+Entity', uniqueness: 'NODE_GLOBAL',
+    bfs: true, minLevel: 1, maxLevel: $hops
+}) YIELD path
+WITH starts, last(nodes(path)) AS n, length(path) AS level
+WITH starts, collect([n, level]) AS reached
+WITH reached, apoc.map.fromPairs(
+    [s IN starts | [s.name, 0]] + [x IN reached | [x[0].name, x[1]]]
+) AS levels
+UNWIND reached AS x
+WITH x[0] AS n, x[1] AS level, levels
+MATCH (n)-[r:RELATED]-(p:Entity)
+WHERE levels[p.name] = level - 1
+WITH n, level, r.weight AS weight, startNode(r).name AS source
+ORDER BY weight DESC, source
+WITH n, level, head(collect([weight, source])) AS tie
+RETURN n.name AS name
+ORDER BY level, tie[0] DESC, tie[1], CASE WHEN tie[1] = n.name THEN 0 ELSE 1 END, name
+LIMIT $budget
+"""
+
+READ_AMONG = """
+UNWIND $names AS name
+MATCH (a:Entity {room_id: $room_id, name: name})-[r:RELATED]->(b:Entity)
+WHERE b.name IN $names
+RETURN a.name AS source, b.name AS target, r.weight AS weight,
+       r.description AS description, r.source_chunk_ids AS source_chunk_ids
+"""
+
+# Per-room projection: node ids are the ranks of the entity names (sorted), so the projected
+# graph, and with a fixed seed on one thread Leiden's result, do not depend on storage ids.
+PROJECT = """
+WITH apoc.map.fromLists($names, range(0, size($names) - 1)) AS idx
+UNWIND range(0, size($names) - 1) AS i
+MATCH (s:Entity {room_id: $room_id, name: $names[i]})
+OPTIONAL MATCH (s)-[r:RELATED]->(t:Entity)
+WITH idx, i, r, CASE WHEN t IS NULL THEN null ELSE idx[t.name] END AS j
+WITH gds.graph.project(
+    $graph, i, j,
+    {relationshipProperties: CASE WHEN j IS NULL THEN null ELSE {weight: toFloat(r.weight)} END},
+    {undirectedRelationshipTypes: ['*'], readConcurrency: 1}
+) AS g
+RETURN g.nodeCount AS nodes, g.relationshipCount AS relationships
+"""
+
+LEIDEN = """
+CALL gds.leiden.stream($graph, {
+    relationshipWeightProperty: 'weight', randomSeed: $seed, concurrency: 1, gamma: $gamma,
+    includeIntermediateCommunities: true
+}) YIELD nodeId, intermediateCommunityIds
+RETURN nodeId, intermediateCommunityIds
+"""
+
+DROP_GRAPH = "CALL gds.graph.drop($graph, false) YIELD graphName RETURN graphName"
+
+COUNTS = """
+RETURN COUNT { MATCH (e:Entity {room_id: $room_id}) } AS entities,
+       COUNT { MATCH ()-[r:RELATED {room_id: $room_id}]->() } AS relationships,
+       COUNT { MATCH (c:Community {room_id: $room_id}) } AS communities,
+       COUNT { MATCH (r:Report {room_id: $room_id}) } AS reports
+"""
+
+VISUAL = """
+MATCH (e:Entity {room_id: $room_id})
+WITH e ORDER BY e.mentions DESC, e.name
+LIMIT $limit
+RETURN properties(e) AS e
+"""
+
+
+class Neo4jGraphStore:
+    """``GraphStore`` on Neo4j; also a ``CommunityDetector`` (Leiden runs inside Neo4j)."""
+
+    def __init__(
+        self, uri: str, user: str = "neo4j", password: str = "", database: str = "neo4j"
+    ) -> None:
+        self.uri = uri
+        self.user = user
+        self.password = password
+        self.database = database
+        self._shared: _SharedDriver | None = None
+
+    # -- driver and schema ----------------------------------------------------------------------
+
+    async def driver(self) -> AsyncDriver:
+        """The shared driver of this event loop (schema applied on first use per process)."""
+        loop = asyncio.get_running_loop()
+        if self._shared is None or self._shared.loop is not loop:
+            if self._shared is not None and not self._shared.loop.is_closed():
+                await _release(self.uri, self.user, self._shared)
+            self._shared = _acquire(self.uri, self.user, self.password)
+        if (self.uri, self.database) not in _SCHEMA_APPLIED:
+            await self._apply_schema(self._shared.driver)
+        return self._shared.driver
+
+    async def close(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is not None and not shared.loop.is_closed():
+            await _release(self.uri, self.user, shared)
+
+    async def ensure_schema(self) -> None:
+        """Apply ``dbschema/neo4j/schema.cypher`` (idempotent) and wait for its indexes."""
+        await self.driver()
+
+    async def _apply_schema(self, driver: AsyncDriver) -> None:
+        for statement in schema_statements():
+            try:
+                await driver.execute_query(statement, database_=self.database)
+            except ClientError as error:  # another process created it at the same moment
+                if "EquivalentSchemaRuleAlreadyExists" not in (error.code or ""):
+                    raise
+        await driver.execute_query("CALL db.awaitIndexes(300)", database_=self.database)
+        _SCHEMA_APPLIED.add((self.uri, self.database))
+
+    async def _read(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        driver = await self.driver()
+        records, _, _ = await driver.execute_query(
+            query, params, database_=self.database, routing_="r"
+        )
+        return [record.data() for record in records]
+
+    async def _write(self, work: Any, *args: Any) -> Any:
+        driver = await self.driver()
+        async with driver.session(database=self.database) as session:
+            return await session.execute_write(work, *args)
+
+    # -- entities and relationships -------------------------------------------------------------
+
+    async def replace_graph(self, room_id: str, graph: RoomGraph) -> None:
+        entity_rows = [_entity_row(e) for e in graph.entities]
+        rel_rows = [_relationship_row(r) for r in graph.relationships]
+        await self._write(_replace_graph, room_id, entity_rows, rel_rows)
+
+    async def write_entities_per_row(self, room_id: str, entities: Sequence[Entity]) -> None:
+        """One ``MERGE`` statement per entity (in one transaction): the bench's baseline."""
+        rows = [_entity_row(e) for e in entities]
+
+        async def work(tx: AsyncManagedTransaction) -> None:
+            for row in rows:
+                result = await tx.run(MERGE_ENTITY, room_id=room_id, row=row)
+                await result.consume()
+
+        await self._write(work)
+
+    async def get_graph(self, room_id: str) -> RoomGraph:
+        driver = await self.driver()
+        async with driver.session(database=self.database) as session:
+
+            async def read(tx: AsyncManagedTransaction) -> RoomGraph:
+                entities = await (await tx.run(READ_ENTITIES, room_id=room_id)).data()
+                rels = await (await tx.run(READ_RELATIONSHIPS, room_id=room_id)).data()
+                return RoomGraph(
+                    entities=sorted((_entity(r["e"]) for r in entities), key=lambda e: e.name),
+                    relationships=sorted((_relationship(r) for r in rels), key=lambda r: r.pair),
+                )
+
+            return await session.execute_read(read)
+
+    async def get_entities(self, room_id: str, names: Sequence[str]) -> list[Entity]:
+        if not names:
+            return []
+        rows = await self._read(READ_NAMED_ENTITIES, room_id=room_id, names=sorted(set(names)))
+        return sorted((_entity(r["e"]) for r in rows), key=lambda e: e.name)
+
+    async def entity_names(self, room_id: str) -> list[str]:
+        rows = await self._read(
+            "MATCH (e:Entity {room_id: $room_id}) RETURN e.name AS name", room_id=room_id
+        )
+        return sorted(r["name"] for r in rows)
+
+    async def neighbourhood(
+        self, room_id: str, seeds: Sequence[str], hops: int, limit: int
+    ) -> RoomGraph:
+        # As in the PostgreSQL store: the (deduplicated) seeds come first and count against the
+        # limit, known or not; the walk adds entities level by level, stronger ties first.
+        found: list[str] = list(dict.fromkeys(seeds))[:limit]
+        budget = limit - len(found)
+        driver = await self.driver()
+        async with driver.session(database=self.database) as session:
+
+            async def read(tx: AsyncManagedTransaction) -> RoomGraph:
+                if hops > 0 and budget > 0 and found:
+                    result = await tx.run(
+                        EXPAND, room_id=room_id, seeds=found, hops=hops, budget=budget
+                    )
+                    found.extend(r["name"] for r in await result.data())
+                entities = await (
+                    await tx.run(READ_NAMED_ENTITIES, room_id=room_id, names=found)
+                ).data()
+                rels = await (await tx.run(READ_AMONG, room_id=room_id, names=found)).data()
+                order = {name: i for i, name in enumerate(found)}
+                return RoomGraph(
+                    entities=sorted(
+                        (_entity(r["e"]) for r in entities), key=lambda e: order[e.name]
+                    ),
+                    relationships=sorted(
+                        (_relationship(r) for r in rels), key=lambda r: (-r.weight, r.pair)
+                    ),
+                )
+
+            return await session.execute_read(read)
+
+    async def visual_subgraph(self, room_id: str, limit: int) -> RoomGraph:
+        """The ``limit`` most mentioned entities (ties by name) and the edges among them,
+        strongest first: what the visualization shows, selected inside Neo4j."""
+        driver = await self.driver()
+        async with driver.session(database=self.database) as session:
+
+            async def read(tx: AsyncManagedTransaction) -> RoomGraph:
+                rows = await (await tx.run(VISUAL, room_id=room_id, limit=limit)).data()
+                entities = [_entity(r["e"]) for r in rows]
+                names = [e.name for e in entities]
+                rels = await (await tx.run(READ_AMONG, room_id=room_id, names=names)).data()
+                return RoomGraph(
+                    entities=entities,
+                    relationships=sorted(
+                        (_relationship(r) for r in rels), key=lambda r: (-r.weight, r.pair)
+                    ),
+                )
+
+            return await session.execute_read(read)
+
+    # -- communities and reports ----------------------------------------------------------------
+
+    async def replace_communities(self, room_id: str, communities: Sequence[Community]) -> None:
+        rows = [
+            {
+                "id": c.id,
+                "level": int(c.level),
+                "parent_id": c.parent_id,
+                "entity_names": list(c.entity_names),
+            }
+            for c in communities
+        ]
+
+        async def work(tx: AsyncManagedTransaction) -> None:
+            await (
+                await tx.run("MATCH (c:Community {room_id: $room_id}) DELETE c", room_id=room_id)
+            ).consume()
+            for batch in _batches(rows):
+                await (
+                    await tx.run(
+                        "UNWIND $rows AS row CREATE (c:Community {room_id: $room_id}) SET c += row",
+                        room_id=room_id,
+                        rows=batch,
+                    )
+                ).consume()
+
+        await self._write(work)
+
+    async def get_communities(self, room_id: str) -> list[Community]:
+        rows = await self._read(
+            "MATCH (c:Community {room_id: $room_id}) RETURN properties(c) AS c", room_id=room_id
+        )
+        communities = [
+            Community(
+                id=r["c"]["id"],
+                level=int(r["c"]["level"]),
+                parent_id=r["c"].get("parent_id"),
+                entity_names=list(r["c"].get("entity_names") or []),
+            )
+            for r in rows
+        ]
+        return sorted(communities, key=lambda c: (c.level, c.id))
+
+    async def upsert_reports(self, room_id: str, reports: Sequence[CommunityReport]) -> None:
+        if not reports:
+            return
+        rows = [
+            {
+                "community_id": r.community_id,
+                "level": int(r.level),
+                "title": r.title,
+                "summary": r.summary,
+                "findings": json.dumps(r.findings),
+                "rank": float(r.rank),
+                "content_hash": r.content_hash,
+                "source_chunk_ids": list(r.source_chunk_ids),
+            }
+            for r in reports
+        ]
+
+        async def work(tx: AsyncManagedTransaction) -> None:
+            for batch in _batches(rows):
+                await (
+                    await tx.run(
+                        "UNWIND $rows AS row "
+                        "MERGE (r:Report {room_id: $room_id, community_id: row.community_id}) "
+                        "SET r += row, r.generated_at = datetime()",
+                        room_id=room_id,
+                        rows=batch,
+                    )
+                ).consume()
+
+        await self._write(work)
+
+    async def delete_reports(self, room_id: str, community_ids: Sequence[str]) -> None:
+        if not community_ids:
+            return
+
+        async def work(tx: AsyncManagedTransaction) -> None:
+            await (
+                await tx.run(
+                    "UNWIND $ids AS id MATCH (r:Report {room_id: $room_id, community_id: id}) "
+                    "DELETE r",
+                    room_id=room_id,
+                    ids=list(community_ids),
+                )
+            ).consume()
+
+        await self._write(work)
+
+    async def get_reports(self, room_id: str) -> list[CommunityReport]:
+        rows = await self._read(
+            "MATCH (r:Report {room_id: $room_id}) RETURN properties(r) AS r", room_id=room_id
+        )
+        return sorted((_report(r["r"]) for r in rows), key=lambda r: (-r.rank, r.community_id))
+
+    async def counts(self, room_id: str) -> dict[str, int]:
+        rows = await self._read(COUNTS, room_id=room_id)
+        return {key: int(value) for key, value in rows[0].items()}
+
+    async def wipe_room(self, room_id: str) -> None:
+        """Delete everything of the room, in batches of inner transactions (rooms can be big)."""
+        driver = await self.driver()
+        async with driver.session(database=self.database) as session:
+            for statement in (
+                "MATCH (r:Report {room_id: $room_id}) "
+                "CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS",
+                "MATCH (c:Community {room_id: $room_id}) "
+                "CALL (c) { DELETE c } IN TRANSACTIONS OF $batch ROWS",
+                "MATCH ()-[r:RELATED {room_id: $room_id}]->() "
+                "CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS",
+                "MATCH (e:Entity {room_id: $room_id}) "
+                "CALL (e) { DETACH DELETE e } IN TRANSACTIONS OF $batch ROWS",
+            ):
+                result = await session.run(statement, room_id=room_id, batch=WIPE_BATCH)
+                await result.consume()
+
+    # -- Leiden in GDS --------------------------------------------------------------------------
+
+    async def leiden_levels(
+        self, room_id: str, seed: int, resolution: float = 1.0
+    ) -> dict[str, list[int]]:
+        """GDS Leiden on the room: entity name -> community per Leiden level, finest first
+        (the last one is the final partition). Entities without relationships are left out."""
+        driver = await self.driver()
+        graph_name = f"coagent-leiden-{uuid.uuid4().hex}"
+        async with driver.session(database=self.database) as session:
+            names = [
+                r["name"]
+                for r in await (
+                    await session.run(
+                        "MATCH (e:Entity {room_id: $room_id}) WHERE EXISTS { (e)-[:RELATED]-() } "
+                        "RETURN e.name AS name ORDER BY name",
+                        room_id=room_id,
+                    )
+                ).data()
+            ]
+            if not names:
+                return {}
+            try:
+                await (
+                    await session.run(PROJECT, room_id=room_id, names=names, graph=graph_name)
+                ).consume()
+                rows = await (
+                    await session.run(
+                        LEIDEN, graph=graph_name, seed=int(seed), gamma=float(resolution)
+                    )
+                ).data()
+            finally:
+                await (await session.run(DROP_GRAPH, graph=graph_name)).consume()
+        return {
+            names[int(r["nodeId"])]: [int(c) for c in r["intermediateCommunityIds"]]
+            for r in rows
+            if 0 <= int(r["nodeId"]) < len(names)
+        }
+
+    async def leiden_partition(
+        self, room_id: str, seed: int, resolution: float = 1.0
+    ) -> dict[str, int]:
+        """Flat GDS Leiden partition (final level): entity -> community number."""
+        levels = await self.leiden_levels(room_id, seed, resolution)
+        return {name: path[-1] for name, path in levels.items()}
+
+    async def detect_communities(
+        self, room_id: str, seed: int, max_cluster_size: int, resolution: float = 1.0
+    ) -> list[Community]:
+        """Hierarchical communities from GDS Leiden, shaped like
+        :func:`knowledge.communities.hierarchical_communities`: level 0 is Leiden's final
+        partition, a community of ``max_cluster_size`` or more entities is split at the next
+        level along the next finer intermediate Leiden level that divides it (so the depth is
+        bounded by GDS's levels; a community no finer level divides stays whole), ids hash (room, level, members),
+        and entities without relationships get singleton communities at level 0."""
+        levels = await self.leiden_levels(room_id, seed, resolution)
+        names = await self.entity_names(room_id)
+        return communities_from_levels(room_id, names, levels, max_cluster_size)
+
+
+def communities_from_levels(
+    room_id: str,
+    names: Iterable[str],
+    levels: dict[str, list[int]],
+    max_cluster_size: int,
+) -> list[Community]:
+    """Turn Leiden levels (name -> community per level, finest first) into our hierarchy.
+
+    GDS's intermediate communities need not nest (a later level may move a refined part of a
+    community elsewhere), so a child is the intersection of its parent with a finer community:
+    children always partition their parent.
+    """
+    communities: list[Community] = []
+
+    def split(members: list[str], level: int, parent: str | None, depth: int) -> None:
+        cid = community_id(room_id, level, members)
+        communities.append(
+            Community(id=cid, level=level, parent_id=parent, entity_names=sorted(members))
+        )
+        if len(members) < max_cluster_size:  # graspologic splits at max_cluster_size too
+            return
+        # The next finer Leiden level that divides this community.
+        for finer in range(depth - 1, -1, -1):
+            groups: dict[int, list[str]] = defaultdict(list)
+            for name in members:
+                groups[levels[name][finer]].append(name)
+            if len(groups) > 1:
+                for group in groups.values():
+                    split(group, level + 1, cid, finer)
+                return
+
+    top: dict[int, list[str]] = defaultdict(list)
+    for name, path in levels.items():
+        top[path[-1]].append(name)
+    for group in top.values():
+        depth = len(levels[group[0]]) - 1
+        split(group, 0, None, depth)
+    for name in sorted(set(names) - set(levels)):
+        split([name], 0, None, 0)
+    communities.sort(key=lambda c: (c.level, -len(c.entity_names), c.entity_names))
+    return communities
+
+
+async def _replace_graph(
+    tx: AsyncManagedTransaction,
+    room_id: str,
+    entity_rows: list[dict[str, Any]],
+    rel_rows: list[dict[str, Any]],
+) -> None:
+    """Make the room exactly the new graph: drop what it no longer has, then MERGE the rest."""
+    stored = await (await tx.run(STORED_KEYS, room_id=room_id)).data()
+    wanted_names = {row["name"] for row in entity_rows}
+    wanted_pairs = {(row["source"], row["target"]) for row in rel_rows}
+    stale_names = sorted(r["name"] for r in stored if r["name"] not in wanted_names)
+    stale_pairs = sorted(
+        [r["name"], target]
+        for r in stored
+        if r["name"] in wanted_names
+        for target in r["targets"]
+        if (r["name"], target) not in wanted_pairs
+    )
+    for pairs in _batches(stale_pairs):
+        await (await tx.run(DELETE_RELATIONSHIPS, room_id=room_id, pairs=pairs)).consume()
+    for names in _batches(stale_names):
+        await (await tx.run(DELETE_ENTITIES, room_id=room_id, names=names)).consume()
+    for rows in _batches(entity_rows):
+        await (await tx.run(MERGE_ENTITIES, room_id=room_id, rows=rows)).consume()
+    for rows in _batches(rel_rows):
+        await (await tx.run(MERGE_RELATIONSHIPS, room_id=room_id, rows=rows)).consume()

@@ -1,0 +1,211 @@
+"""The Dagster room jobs once on Neo4j (graph, Leiden in GDS) + Qdrant (vectors, local mode).
+
+Real runs on the PostgreSQL-backed instance, with the ``knowledge`` resource pointed at the
+Neo4j server of the run and a Qdrant folder. Every asset step opens and closes its own platform,
+so the Neo4j driver and the Qdrant folder lock are released between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+from dagster import DagsterEventType, DagsterInstance
+
+from coagent.runs import RunOutcome, run_room_job
+from knowledge.graph import Community
+from knowledge.indexing import room_state
+from knowledge.platform import Platform, open_platform
+from knowledge.sample import load_sample
+from knowledge.search import Route, answer_question
+from knowledge.settings import Settings
+from knowledge.stores.neo4j_graph import Neo4jGraphStore
+from knowledge.stores.qdrant_store import QdrantVectorStore
+from pipelines.resources import KnowledgeResource
+from tests.conftest import make_room
+
+pytestmark = pytest.mark.neo4j
+
+SAMPLE = [(s.speaker, s.text) for s in load_sample()[:160]]
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def overrides(neo4j_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    assert neo4j_settings.neo4j_uri
+    return {
+        "neo4j_uri": neo4j_settings.neo4j_uri,
+        "neo4j_user": neo4j_settings.neo4j_user,
+        "neo4j_password": neo4j_settings.neo4j_password,
+        "neo4j_database": neo4j_settings.neo4j_database,
+        "qdrant_url": str(tmp_path_factory.mktemp("qdrant-neo4j-job")),
+    }
+
+
+@pytest.fixture(scope="module")
+def services(overrides: dict[str, str]) -> Settings:
+    return KnowledgeResource(overrides=overrides).settings()
+
+
+def _with(settings: Settings, work: Callable[[Platform], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with open_platform(settings) as platform:
+            return await work(platform)
+
+    return asyncio.run(main())
+
+
+def _run(
+    instance: DagsterInstance, overrides: dict[str, str], room_id: str, job: str = "refresh_room"
+) -> RunOutcome:
+    return run_room_job(
+        instance,
+        job,
+        room_id,
+        show_progress=False,
+        resources={"knowledge": KnowledgeResource(overrides=overrides)},
+    )
+
+
+@pytest.fixture(scope="module")
+def room(
+    settings: Settings,
+    services: Settings,
+    overrides: dict[str, str],
+    dagster_instance: DagsterInstance,
+) -> str:
+    room_id = _with(settings, lambda p: make_room(p, SAMPLE, "neo4j + qdrant"))
+    outcome = _run(dagster_instance, overrides, room_id)
+    assert outcome.success, outcome.error
+    return room_id
+
+
+def _state(settings: Settings, room_id: str) -> dict[str, int]:
+    return _with(settings, lambda p: room_state(p, room_id))
+
+
+def test_refresh_writes_the_graph_to_neo4j_and_the_vectors_to_qdrant(
+    room: str, settings: Settings, services: Settings, dagster_instance: DagsterInstance
+) -> None:
+    async def stores(platform: Platform) -> tuple[str, str]:
+        return type(platform.graph).__name__, type(platform.vectors).__name__
+
+    assert _with(services, stores) == (Neo4jGraphStore.__name__, QdrantVectorStore.__name__)
+    state = _state(services, room)
+    assert state["chunks"] > 3
+    assert state["entities"] > 20
+    assert state["relationships"] > 20
+    assert state["communities"] > 2
+    assert state["reports"] == state["communities"]
+    assert state["chunks_vectors"] == state["chunks"]
+    assert state["entities_vectors"] == state["entities"]
+    assert state["communities_vectors"] == state["reports"]
+    # Nothing went to the embedded graph tables or pgvector.
+    embedded = _state(settings, room)
+    assert embedded["entities"] == embedded["communities"] == embedded["reports"] == 0
+    assert embedded["entities_vectors"] == embedded["chunks_vectors"] == 0
+
+    run = dagster_instance.get_runs(limit=1)[0]
+    checks = [
+        r.get_dagster_event().event_specific_data
+        for r in dagster_instance.all_logs(
+            run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+        )
+    ]
+    assert len(checks) == 7
+    assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
+
+    # GDS Leiden's hierarchy: level 0 partitions every entity, children partition their parent.
+    async def read(platform: Platform) -> tuple[list[str], list[Community]]:
+        return (
+            await platform.graph.entity_names(room),
+            await platform.graph.get_communities(room),
+        )
+
+    names, communities = _with(services, read)
+    top = [n for c in communities if c.level == 0 for n in c.entity_names]
+    assert sorted(top) == names
+    by_id = {c.id: c for c in communities}
+    for parent in communities:
+        children = [c for c in communities if c.parent_id == parent.id]
+        if children:
+            assert all(c.level == parent.level + 1 for c in children)
+            assert sorted(n for c in children for n in c.entity_names) == parent.entity_names
+    assert all(c.parent_id is None or c.parent_id in by_id for c in communities)
+
+
+def test_second_refresh_extracts_nothing_and_keeps_identical_state(
+    room: str, services: Settings, overrides: dict[str, str], dagster_instance: DagsterInstance
+) -> None:
+    before = _state(services, room)
+    outcome = _run(dagster_instance, overrides, room)
+    assert outcome.success, outcome.error
+    assert outcome.metadata["chunks"]["chunks_added"] == 0
+    assert outcome.metadata["entities"]["chunks_extracted"] == 0
+    assert outcome.metadata["community_reports"]["regenerated"] == 0
+    assert (
+        outcome.metadata["communities"]["unchanged"]
+        == outcome.metadata["communities"]["communities"]
+    )
+    assert _state(services, room) == before
+
+
+def test_rebuild_is_idempotent(
+    room: str, services: Settings, overrides: dict[str, str], dagster_instance: DagsterInstance
+) -> None:
+    async def snapshot(platform: Platform) -> tuple[object, ...]:
+        graph = await platform.graph.get_graph(room)
+        return (
+            graph,
+            await platform.graph.get_communities(room),
+            sorted(r.community_id for r in await platform.graph.get_reports(room)),
+        )
+
+    before = _state(services, room)
+    stored = _with(services, snapshot)
+    first = _run(dagster_instance, overrides, room, "rebuild_room")
+    assert first.success, first.error
+    assert first.metadata["chunks"]["wiped"] is True
+    assert first.metadata["entities"]["chunks_extracted"] == before["chunks"]
+    after_first = _state(services, room)
+    second = _run(dagster_instance, overrides, room, "rebuild_room")
+    assert second.success, second.error
+    assert _state(services, room) == after_first == before
+    # Same graph, and the same communities (seeded GDS Leiden on fresh storage ids).
+    assert _with(services, snapshot) == stored
+
+
+def test_neo4j_graph_equals_the_embedded_graph_of_the_same_room(
+    room: str, settings: Settings, services: Settings, dagster_instance: DagsterInstance
+) -> None:
+    # The same room through the default resources: the graph goes to the PostgreSQL tables.
+    outcome = run_room_job(dagster_instance, "refresh_room", room, show_progress=False)
+    assert outcome.success, outcome.error
+
+    async def graph(platform: Platform):  # type: ignore[no-untyped-def]
+        return await platform.graph.get_graph(room)
+
+    embedded, neo4j = _with(settings, graph), _with(services, graph)
+    assert neo4j.entities == embedded.entities
+    assert neo4j.relationships == embedded.relationships
+    assert _state(settings, room)["entities"] == _state(services, room)["entities"]
+
+
+def test_questions_are_answered_from_neo4j_and_qdrant(room: str, services: Settings) -> None:
+    async def ask(platform: Platform) -> None:
+        overall = await answer_question(
+            platform, room, "What are the main themes of this conversation?"
+        )
+        assert overall.route == Route.global_
+        assert overall.communities
+        assert overall.citations
+        assert overall.reports_as_of is not None
+        local = await answer_question(platform, room, "What does Menenius say?")
+        assert local.route == Route.local
+        assert "Menenius" in local.entities
+        assert local.citations
+        assert any(c.speaker == "Menenius" or "Menenius" in c.excerpt for c in local.citations)
+
+    _with(services, ask)
