@@ -37,5 +37,13 @@ serve: $(STAMP)
 dagster: $(STAMP)
 	$(BIN)/coagent dagster
 
+# Neo4j 5.26 Community + APOC + GDS from Maven jars (no Docker; needs Java 17/21 and Maven).
+# `make test` starts and stops its own when NEO4J_URI is unset; these run one by hand.
+neo4j:
+	$(PYTHON) deploy/neo4j/neo4j_server.py start
+
+neo4j-stop:
+	$(PYTHON) deploy/neo4j/neo4j_server.py stop
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

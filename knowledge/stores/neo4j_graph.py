@@ -156,6 +156,12 @@ def _relationship_row(r: Relationship) -> dict[str, Any]:
     }
 
 
+async def _tx_rows(runner: Any, query: str, **params: Any) -> list[Any]:
+    """The ``rows`` list of a one-record query run in a transaction or session."""
+    record = await (await runner.run(query, params)).single()
+    return list(record["rows"]) if record is not None else []
+
+
 def _batches(rows: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
@@ -187,8 +193,9 @@ SET r.room_id = $room_id, r.weight = row.weight, r.description = row.description
 
 STORED_KEYS = """
 MATCH (e:Entity {room_id: $room_id})
-OPTIONAL MATCH (e)-[r:RELATED]->(t:Entity)
-RETURN e.name AS name, collect(t.name) AS targets
+OPTIONAL MATCH (e)-[:RELATED]->(t:Entity)
+WITH e, collect(t.name) AS targets
+RETURN collect([e.name, targets]) AS rows
 """
 
 DELETE_RELATIONSHIPS = """
@@ -204,18 +211,18 @@ MATCH (e:Entity {room_id: $room_id, name: name})
 DETACH DELETE e
 """
 
-READ_ENTITIES = "MATCH (e:Entity {room_id: $room_id}) RETURN properties(e) AS e"
+READ_ENTITIES = "MATCH (e:Entity {room_id: $room_id}) RETURN collect(properties(e)) AS rows"
 
 READ_RELATIONSHIPS = """
 MATCH (a:Entity {room_id: $room_id})-[r:RELATED]->(b:Entity)
-RETURN a.name AS source, b.name AS target, r.weight AS weight,
-       r.description AS description, r.source_chunk_ids AS source_chunk_ids
+RETURN collect(r {source: a.name, target: b.name, .weight, .description, .source_chunk_ids})
+       AS rows
 """
 
 READ_NAMED_ENTITIES = """
 UNWIND $names AS name
 MATCH (e:Entity {room_id: $room_id, name: name})
-RETURN properties(e) AS e
+RETURN collect(properties(e)) AS rows
 """
 
 # Breadth-first from the seeds with APOC: node-global uniqueness gives each entity its hop
@@ -240,18 +247,18 @@ MATCH (n)-[r:RELATED]-(p:Entity)
 WHERE levels[p.name] = level - 1
 WITH n, level, r.weight AS weight, startNode(r).name AS source
 ORDER BY weight DESC, source
-WITH n, level, head(collect([weight, source])) AS tie
-RETURN n.name AS name
-ORDER BY level, tie[0] DESC, tie[1], CASE WHEN tie[1] = n.name THEN 0 ELSE 1 END, name
+WITH n.name AS name, level, head(collect([weight, source])) AS tie
+ORDER BY level, tie[0] DESC, tie[1], CASE WHEN tie[1] = name THEN 0 ELSE 1 END, name
 LIMIT $budget
+RETURN collect(name) AS rows
 """
 
 READ_AMONG = """
 UNWIND $names AS name
 MATCH (a:Entity {room_id: $room_id, name: name})-[r:RELATED]->(b:Entity)
 WHERE b.name IN $names
-RETURN a.name AS source, b.name AS target, r.weight AS weight,
-       r.description AS description, r.source_chunk_ids AS source_chunk_ids
+RETURN collect(r {source: a.name, target: b.name, .weight, .description, .source_chunk_ids})
+       AS rows
 """
 
 # Per-room projection: node ids are the ranks of the entity names (sorted), so the projected
@@ -275,7 +282,7 @@ CALL gds.leiden.stream($graph, {
     relationshipWeightProperty: 'weight', randomSeed: $seed, concurrency: 1, gamma: $gamma,
     includeIntermediateCommunities: true
 }) YIELD nodeId, intermediateCommunityIds
-RETURN nodeId, intermediateCommunityIds
+RETURN collect([nodeId, intermediateCommunityIds]) AS rows
 """
 
 DROP_GRAPH = "CALL gds.graph.drop($graph, false) YIELD graphName RETURN graphName"
@@ -291,7 +298,7 @@ VISUAL = """
 MATCH (e:Entity {room_id: $room_id})
 WITH e ORDER BY e.mentions DESC, e.name
 LIMIT $limit
-RETURN properties(e) AS e
+RETURN collect(properties(e)) AS rows
 """
 
 
@@ -339,17 +346,24 @@ class Neo4jGraphStore:
         await driver.execute_query("CALL db.awaitIndexes(300)", database_=self.database)
         _SCHEMA_APPLIED.add((self.uri, self.database))
 
-    async def _read(self, query: str, **params: Any) -> list[dict[str, Any]]:
+    async def _rows(self, query: str, **params: Any) -> list[Any]:
+        """The ``rows`` list of a one-record read (results are collected server-side: one
+        big record transfers far faster than many small ones through the async driver)."""
         driver = await self.driver()
         records, _, _ = await driver.execute_query(
             query, params, database_=self.database, routing_="r"
         )
-        return [record.data() for record in records]
+        return list(records[0]["rows"]) if records else []
 
     async def _write(self, work: Any, *args: Any) -> Any:
         driver = await self.driver()
         async with driver.session(database=self.database) as session:
             return await session.execute_write(work, *args)
+
+    async def _read_tx(self, work: Any, *args: Any) -> Any:
+        driver = await self.driver()
+        async with driver.session(database=self.database, default_access_mode="READ") as session:
+            return await session.execute_read(work, *args)
 
     # -- entities and relationships -------------------------------------------------------------
 
@@ -370,82 +384,70 @@ class Neo4jGraphStore:
         await self._write(work)
 
     async def get_graph(self, room_id: str) -> RoomGraph:
-        driver = await self.driver()
-        async with driver.session(database=self.database) as session:
+        async def read(tx: AsyncManagedTransaction) -> RoomGraph:
+            entities = await _tx_rows(tx, READ_ENTITIES, room_id=room_id)
+            rels = await _tx_rows(tx, READ_RELATIONSHIPS, room_id=room_id)
+            return RoomGraph(
+                entities=sorted(map(_entity, entities), key=lambda e: e.name),
+                relationships=sorted(map(_relationship, rels), key=lambda r: r.pair),
+            )
 
-            async def read(tx: AsyncManagedTransaction) -> RoomGraph:
-                entities = await (await tx.run(READ_ENTITIES, room_id=room_id)).data()
-                rels = await (await tx.run(READ_RELATIONSHIPS, room_id=room_id)).data()
-                return RoomGraph(
-                    entities=sorted((_entity(r["e"]) for r in entities), key=lambda e: e.name),
-                    relationships=sorted((_relationship(r) for r in rels), key=lambda r: r.pair),
-                )
-
-            return await session.execute_read(read)
+        result: RoomGraph = await self._read_tx(read)
+        return result
 
     async def get_entities(self, room_id: str, names: Sequence[str]) -> list[Entity]:
         if not names:
             return []
-        rows = await self._read(READ_NAMED_ENTITIES, room_id=room_id, names=sorted(set(names)))
-        return sorted((_entity(r["e"]) for r in rows), key=lambda e: e.name)
+        rows = await self._rows(READ_NAMED_ENTITIES, room_id=room_id, names=sorted(set(names)))
+        return sorted(map(_entity, rows), key=lambda e: e.name)
 
     async def entity_names(self, room_id: str) -> list[str]:
-        rows = await self._read(
-            "MATCH (e:Entity {room_id: $room_id}) RETURN e.name AS name", room_id=room_id
+        rows = await self._rows(
+            "MATCH (e:Entity {room_id: $room_id}) RETURN collect(e.name) AS rows",
+            room_id=room_id,
         )
-        return sorted(r["name"] for r in rows)
+        return sorted(rows)
 
     async def neighbourhood(
         self, room_id: str, seeds: Sequence[str], hops: int, limit: int
     ) -> RoomGraph:
         # As in the PostgreSQL store: the (deduplicated) seeds come first and count against the
         # limit, known or not; the walk adds entities level by level, stronger ties first.
-        found: list[str] = list(dict.fromkeys(seeds))[:limit]
-        budget = limit - len(found)
-        driver = await self.driver()
-        async with driver.session(database=self.database) as session:
+        start: list[str] = list(dict.fromkeys(seeds))[:limit]
+        budget = limit - len(start)
 
-            async def read(tx: AsyncManagedTransaction) -> RoomGraph:
-                if hops > 0 and budget > 0 and found:
-                    result = await tx.run(
-                        EXPAND, room_id=room_id, seeds=found, hops=hops, budget=budget
-                    )
-                    found.extend(r["name"] for r in await result.data())
-                entities = await (
-                    await tx.run(READ_NAMED_ENTITIES, room_id=room_id, names=found)
-                ).data()
-                rels = await (await tx.run(READ_AMONG, room_id=room_id, names=found)).data()
-                order = {name: i for i, name in enumerate(found)}
-                return RoomGraph(
-                    entities=sorted(
-                        (_entity(r["e"]) for r in entities), key=lambda e: order[e.name]
-                    ),
-                    relationships=sorted(
-                        (_relationship(r) for r in rels), key=lambda r: (-r.weight, r.pair)
-                    ),
+        async def read(tx: AsyncManagedTransaction) -> RoomGraph:
+            found = list(start)
+            if hops > 0 and budget > 0 and found:
+                found += await _tx_rows(
+                    tx, EXPAND, room_id=room_id, seeds=start, hops=hops, budget=budget
                 )
+            entities = await _tx_rows(tx, READ_NAMED_ENTITIES, room_id=room_id, names=found)
+            rels = await _tx_rows(tx, READ_AMONG, room_id=room_id, names=found)
+            order = {name: i for i, name in enumerate(found)}
+            return RoomGraph(
+                entities=sorted(map(_entity, entities), key=lambda e: order[e.name]),
+                relationships=sorted(map(_relationship, rels), key=lambda r: (-r.weight, r.pair)),
+            )
 
-            return await session.execute_read(read)
+        result: RoomGraph = await self._read_tx(read)
+        return result
 
     async def visual_subgraph(self, room_id: str, limit: int) -> RoomGraph:
         """The ``limit`` most mentioned entities (ties by name) and the edges among them,
         strongest first: what the visualization shows, selected inside Neo4j."""
-        driver = await self.driver()
-        async with driver.session(database=self.database) as session:
 
-            async def read(tx: AsyncManagedTransaction) -> RoomGraph:
-                rows = await (await tx.run(VISUAL, room_id=room_id, limit=limit)).data()
-                entities = [_entity(r["e"]) for r in rows]
-                names = [e.name for e in entities]
-                rels = await (await tx.run(READ_AMONG, room_id=room_id, names=names)).data()
-                return RoomGraph(
-                    entities=entities,
-                    relationships=sorted(
-                        (_relationship(r) for r in rels), key=lambda r: (-r.weight, r.pair)
-                    ),
-                )
+        async def read(tx: AsyncManagedTransaction) -> RoomGraph:
+            entities = list(map(_entity, await _tx_rows(tx, VISUAL, room_id=room_id, limit=limit)))
+            names = [e.name for e in entities]
+            rels = await _tx_rows(tx, READ_AMONG, room_id=room_id, names=names)
+            return RoomGraph(
+                entities=entities,
+                relationships=sorted(map(_relationship, rels), key=lambda r: (-r.weight, r.pair)),
+            )
 
-            return await session.execute_read(read)
+        result: RoomGraph = await self._read_tx(read)
+        return result
 
     # -- communities and reports ----------------------------------------------------------------
 
@@ -476,17 +478,18 @@ class Neo4jGraphStore:
         await self._write(work)
 
     async def get_communities(self, room_id: str) -> list[Community]:
-        rows = await self._read(
-            "MATCH (c:Community {room_id: $room_id}) RETURN properties(c) AS c", room_id=room_id
+        rows = await self._rows(
+            "MATCH (c:Community {room_id: $room_id}) RETURN collect(properties(c)) AS rows",
+            room_id=room_id,
         )
         communities = [
             Community(
-                id=r["c"]["id"],
-                level=int(r["c"]["level"]),
-                parent_id=r["c"].get("parent_id"),
-                entity_names=list(r["c"].get("entity_names") or []),
+                id=c["id"],
+                level=int(c["level"]),
+                parent_id=c.get("parent_id"),
+                entity_names=list(c.get("entity_names") or []),
             )
-            for r in rows
+            for c in rows
         ]
         return sorted(communities, key=lambda c: (c.level, c.id))
 
@@ -538,14 +541,18 @@ class Neo4jGraphStore:
         await self._write(work)
 
     async def get_reports(self, room_id: str) -> list[CommunityReport]:
-        rows = await self._read(
-            "MATCH (r:Report {room_id: $room_id}) RETURN properties(r) AS r", room_id=room_id
+        rows = await self._rows(
+            "MATCH (r:Report {room_id: $room_id}) RETURN collect(properties(r)) AS rows",
+            room_id=room_id,
         )
-        return sorted((_report(r["r"]) for r in rows), key=lambda r: (-r.rank, r.community_id))
+        return sorted(map(_report, rows), key=lambda r: (-r.rank, r.community_id))
 
     async def counts(self, room_id: str) -> dict[str, int]:
-        rows = await self._read(COUNTS, room_id=room_id)
-        return {key: int(value) for key, value in rows[0].items()}
+        driver = await self.driver()
+        records, _, _ = await driver.execute_query(
+            COUNTS, room_id=room_id, database_=self.database, routing_="r"
+        )
+        return {key: int(value) for key, value in records[0].data().items()}
 
     async def wipe_room(self, room_id: str) -> None:
         """Delete everything of the room, in batches of inner transactions (rooms can be big)."""
@@ -571,36 +578,31 @@ class Neo4jGraphStore:
     ) -> dict[str, list[int]]:
         """GDS Leiden on the room: entity name -> community per Leiden level, finest first
         (the last one is the final partition). Entities without relationships are left out."""
+        names = sorted(
+            await self._rows(
+                "MATCH (e:Entity {room_id: $room_id}) WHERE EXISTS { (e)-[:RELATED]-() } "
+                "RETURN collect(e.name) AS rows",
+                room_id=room_id,
+            )
+        )
+        if not names:
+            return {}
         driver = await self.driver()
         graph_name = f"coagent-leiden-{uuid.uuid4().hex}"
         async with driver.session(database=self.database) as session:
-            names = [
-                r["name"]
-                for r in await (
-                    await session.run(
-                        "MATCH (e:Entity {room_id: $room_id}) WHERE EXISTS { (e)-[:RELATED]-() } "
-                        "RETURN e.name AS name ORDER BY name",
-                        room_id=room_id,
-                    )
-                ).data()
-            ]
-            if not names:
-                return {}
             try:
                 await (
                     await session.run(PROJECT, room_id=room_id, names=names, graph=graph_name)
                 ).consume()
-                rows = await (
-                    await session.run(
-                        LEIDEN, graph=graph_name, seed=int(seed), gamma=float(resolution)
-                    )
-                ).data()
+                rows = await _tx_rows(
+                    session, LEIDEN, graph=graph_name, seed=int(seed), gamma=float(resolution)
+                )
             finally:
                 await (await session.run(DROP_GRAPH, graph=graph_name)).consume()
         return {
-            names[int(r["nodeId"])]: [int(c) for c in r["intermediateCommunityIds"]]
-            for r in rows
-            if 0 <= int(r["nodeId"]) < len(names)
+            names[int(node)]: [int(c) for c in path]
+            for node, path in rows
+            if 0 <= int(node) < len(names)
         }
 
     async def leiden_partition(
@@ -674,16 +676,16 @@ async def _replace_graph(
     rel_rows: list[dict[str, Any]],
 ) -> None:
     """Make the room exactly the new graph: drop what it no longer has, then MERGE the rest."""
-    stored = await (await tx.run(STORED_KEYS, room_id=room_id)).data()
+    stored = await _tx_rows(tx, STORED_KEYS, room_id=room_id)
     wanted_names = {row["name"] for row in entity_rows}
     wanted_pairs = {(row["source"], row["target"]) for row in rel_rows}
-    stale_names = sorted(r["name"] for r in stored if r["name"] not in wanted_names)
+    stale_names = sorted(name for name, _ in stored if name not in wanted_names)
     stale_pairs = sorted(
-        [r["name"], target]
-        for r in stored
-        if r["name"] in wanted_names
-        for target in r["targets"]
-        if (r["name"], target) not in wanted_pairs
+        [name, target]
+        for name, targets in stored
+        if name in wanted_names
+        for target in targets
+        if (name, target) not in wanted_pairs
     )
     for pairs in _batches(stale_pairs):
         await (await tx.run(DELETE_RELATIONSHIPS, room_id=room_id, pairs=pairs)).consume()
