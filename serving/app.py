@@ -89,8 +89,13 @@ async def _start(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
                 await asyncio.to_thread(dagster.close)
 
 
+DEFAULT_SECRET = "change-me-in-production"
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if settings.secret_key == DEFAULT_SECRET:
+        log.warning("SECRET_KEY is the default: set a long random SECRET_KEY in production")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,8 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @api.get("/health", response_model=Health, tags=["health"])
     async def health() -> Health:
         state: AppState = app.state.coagent
-        total = sum(len(c) for c in state.broadcaster._rooms.values())
-        return Health(status="ok", websocket_connections=total)
+        return Health(status="ok", websocket_connections=state.broadcaster.local_connections())
 
     for router in (
         auth_router,

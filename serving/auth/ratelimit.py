@@ -4,11 +4,15 @@ address for all attempts and per (client, email) for failed ones."""
 from __future__ import annotations
 
 import hashlib
+import logging
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from knowledge.settings import Settings
 from serving.errors import TooManyRequests
+
+log = logging.getLogger(__name__)
 
 _PREFIX = "coagent:login"
 
@@ -29,7 +33,16 @@ async def _bump(redis: Redis, key: str, window: int) -> tuple[int, int]:
 
 
 async def check_login(redis: Redis, settings: Settings, ip: str, email: str) -> None:
-    """Count the attempt; 429 (with Retry-After) when either limit is exceeded."""
+    """Count the attempt; 429 (with Retry-After) when either limit is exceeded.
+
+    If Redis is unreachable the limiter fails open (logged): logins keep working."""
+    try:
+        await _check(redis, settings, ip, email)
+    except RedisError as error:
+        log.warning("login rate limiter unavailable (%s); not limiting", error)
+
+
+async def _check(redis: Redis, settings: Settings, ip: str, email: str) -> None:
     window = settings.login_rate_window_seconds
     ip_key, fail_key = _keys(ip, email)
     hits, ttl = await _bump(redis, ip_key, window)
@@ -41,11 +54,17 @@ async def check_login(redis: Redis, settings: Settings, ip: str, email: str) -> 
 
 
 async def record_failure(redis: Redis, settings: Settings, ip: str, email: str) -> None:
-    await _bump(redis, _keys(ip, email)[1], settings.login_rate_window_seconds)
+    try:
+        await _bump(redis, _keys(ip, email)[1], settings.login_rate_window_seconds)
+    except RedisError as error:
+        log.warning("login rate limiter unavailable (%s)", error)
 
 
 async def clear_failures(redis: Redis, ip: str, email: str) -> None:
-    await redis.delete(_keys(ip, email)[1])
+    try:
+        await redis.delete(_keys(ip, email)[1])
+    except RedisError as error:
+        log.warning("login rate limiter unavailable (%s)", error)
 
 
 def _limited(retry_after: int) -> TooManyRequests:

@@ -137,7 +137,10 @@ class Broadcaster:
                 with contextlib.suppress(RedisError, OSError):
                     await self._pubsub.unsubscribe(channel)
 
-    def local_connections(self, room_id: uuid.UUID | str) -> int:
+    def local_connections(self, room_id: uuid.UUID | str | None = None) -> int:
+        """Open WebSockets of this process (in one room, or in all)."""
+        if room_id is None:
+            return sum(len(conns) for conns in self._rooms.values())
         return len(self._rooms.get(self.channel(room_id), ()))
 
     async def _read(self) -> None:
