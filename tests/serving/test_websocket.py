@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import jwt
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -177,10 +179,32 @@ async def test_handshake_refusals(
     tampered = member.cookies[ACCESS_COOKIE][:-3] + "abc"
     assert await denied(live, room, cookie=f"{ACCESS_COOKIE}={tampered}") == 401
     assert await denied(live, room, person=member, origin="http://evil.test") == 403
+    claims = jwt.decode(member.cookies[ACCESS_COOKIE], options={"verify_signature": False})
+    expired = jwt.encode(
+        {**claims, "iat": int(time.time()) - 600, "exp": int(time.time()) - 5},
+        api_settings.secret_key,
+        algorithm="HS256",
+    )
+    assert await denied(live, room, cookie=f"{ACCESS_COOKIE}={expired}") == 401
     async with socket(live, member, room, origin="http://spa.test") as ws:
         await ready(ws)
     async with socket(live, member, room, origin=live.url) as ws:  # same origin
         await ready(ws)
+
+
+async def test_the_socket_closes_when_the_access_token_expires(
+    live: LiveServer, platform: Platform, api_settings: Settings
+) -> None:
+    jo = await committed_person(platform, api_settings)
+    room = await committed_room(platform, jo)
+    claims = jwt.decode(jo.cookies[ACCESS_COOKIE], options={"verify_signature": False})
+    short = jwt.encode({**claims, "exp": int(time.time()) + 2}, api_settings.secret_key, "HS256")
+    async with socket(live, None, room, cookie=f"{ACCESS_COOKIE}={short}") as ws:
+        await ready(ws)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await frame(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
 async def test_heartbeat_and_client_ping(
