@@ -30,6 +30,7 @@ step (one ``asyncio.run`` each) opens and closes its own. Every query names the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections import defaultdict
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction
-from neo4j.exceptions import ClientError
+from neo4j.exceptions import ClientError, ConstraintError
 
 from knowledge.communities import community_id
 from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
@@ -135,8 +136,13 @@ def _report(props: dict[str, Any]) -> CommunityReport:
     )
 
 
+def _fingerprint(row: dict[str, Any]) -> str:
+    payload = json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(payload.encode(), digest_size=12).hexdigest()
+
+
 def _entity_row(e: Entity) -> dict[str, Any]:
-    return {
+    row: dict[str, Any] = {
         "name": e.name,
         "display_name": e.display_name,
         "type": e.type,
@@ -144,16 +150,20 @@ def _entity_row(e: Entity) -> dict[str, Any]:
         "source_chunk_ids": list(e.source_chunk_ids),
         "mentions": int(e.mentions),
     }
+    row["fp"] = _fingerprint(row)
+    return row
 
 
 def _relationship_row(r: Relationship) -> dict[str, Any]:
-    return {
+    row: dict[str, Any] = {
         "source": r.source,
         "target": r.target,
         "weight": float(r.weight),
         "description": r.description,
         "source_chunk_ids": list(r.source_chunk_ids),
     }
+    row["fp"] = _fingerprint(row)
+    return row
 
 
 async def _tx_rows(runner: Any, query: str, **params: Any) -> list[Any]:
@@ -169,17 +179,25 @@ def _batches(rows: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
 
 # --- Cypher -------------------------------------------------------------------------------------
 
+# Entity rows: name, display_name, type, description, source_chunk_ids, mentions and ``fp``, a
+# fingerprint of the others (so an unchanged entity is not written again).
 MERGE_ENTITIES = """
 UNWIND $rows AS row
 MERGE (e:Entity {room_id: $room_id, name: row.name})
-SET e.display_name = row.display_name, e.type = row.type, e.description = row.description,
-    e.source_chunk_ids = row.source_chunk_ids, e.mentions = row.mentions
+SET e += row
+"""
+
+# Rows the transaction just read as absent: CREATE skips MERGE's locking index seek; the
+# (room_id, name) uniqueness constraint still rejects a concurrent duplicate at commit.
+CREATE_ENTITIES = """
+UNWIND $rows AS row
+CREATE (e:Entity {room_id: $room_id})
+SET e += row
 """
 
 MERGE_ENTITY = """
 MERGE (e:Entity {room_id: $room_id, name: $row.name})
-SET e.display_name = $row.display_name, e.type = $row.type, e.description = $row.description,
-    e.source_chunk_ids = $row.source_chunk_ids, e.mentions = $row.mentions
+SET e += $row
 """
 
 MERGE_RELATIONSHIPS = """
@@ -188,14 +206,14 @@ MATCH (a:Entity {room_id: $room_id, name: row.source})
 MATCH (b:Entity {room_id: $room_id, name: row.target})
 MERGE (a)-[r:RELATED]->(b)
 SET r.room_id = $room_id, r.weight = row.weight, r.description = row.description,
-    r.source_chunk_ids = row.source_chunk_ids
+    r.source_chunk_ids = row.source_chunk_ids, r.fp = row.fp
 """
 
 STORED_KEYS = """
 MATCH (e:Entity {room_id: $room_id})
-OPTIONAL MATCH (e)-[:RELATED]->(t:Entity)
-WITH e, collect(t.name) AS targets
-RETURN collect([e.name, targets]) AS rows
+OPTIONAL MATCH (e)-[r:RELATED]->(t:Entity)
+WITH e, collect(CASE WHEN t IS NULL THEN null ELSE [t.name, r.fp] END) AS targets
+RETURN collect([e.name, e.fp, targets]) AS rows
 """
 
 DELETE_RELATIONSHIPS = """
@@ -370,7 +388,21 @@ class Neo4jGraphStore:
     async def replace_graph(self, room_id: str, graph: RoomGraph) -> None:
         entity_rows = [_entity_row(e) for e in graph.entities]
         rel_rows = [_relationship_row(r) for r in graph.relationships]
-        await self._write(_replace_graph, room_id, entity_rows, rel_rows)
+        try:
+            await self._write(_replace_graph, room_id, entity_rows, rel_rows)
+        except ConstraintError:
+            # A concurrent writer created one of the new entities: do it again with MERGE.
+            await self._write(_replace_graph, room_id, entity_rows, rel_rows, False)
+
+    async def merge_entities(self, room_id: str, entities: Sequence[Entity]) -> None:
+        """Upsert entities with UNWIND-batched MERGE (one transaction), nothing deleted."""
+        rows = [_entity_row(e) for e in entities]
+
+        async def work(tx: AsyncManagedTransaction) -> None:
+            for batch in _batches(rows):
+                await (await tx.run(MERGE_ENTITIES, room_id=room_id, rows=batch)).consume()
+
+        await self._write(work)
 
     async def write_entities_per_row(self, room_id: str, entities: Sequence[Entity]) -> None:
         """One ``MERGE`` statement per entity (in one transaction): the bench's baseline."""
@@ -674,24 +706,44 @@ async def _replace_graph(
     room_id: str,
     entity_rows: list[dict[str, Any]],
     rel_rows: list[dict[str, Any]],
+    create_new: bool = True,
 ) -> None:
-    """Make the room exactly the new graph: drop what it no longer has, then MERGE the rest."""
+    """Make the room exactly the new graph, writing only the difference.
+
+    One read of the room's keys and fingerprints; then, in UNWIND batches: delete what the new
+    graph no longer has, CREATE the entities not stored yet (``create_new``; else MERGE them),
+    MERGE the changed ones and the new or changed relationships. Unchanged rows cost nothing.
+    """
     stored = await _tx_rows(tx, STORED_KEYS, room_id=room_id)
+    stored_entities = {name: fp for name, fp, _ in stored}
+    stored_pairs = {(name, target): fp for name, _, targets in stored for target, fp in targets}
     wanted_names = {row["name"] for row in entity_rows}
     wanted_pairs = {(row["source"], row["target"]) for row in rel_rows}
-    stale_names = sorted(name for name, _ in stored if name not in wanted_names)
+    stale_names = sorted(set(stored_entities) - wanted_names)
+    # Relationships of stale entities go with them (DETACH DELETE).
     stale_pairs = sorted(
-        [name, target]
-        for name, targets in stored
-        if name in wanted_names
-        for target in targets
-        if (name, target) not in wanted_pairs
+        list(pair)
+        for pair in stored_pairs
+        if pair not in wanted_pairs and pair[0] in wanted_names and pair[1] in wanted_names
     )
+    new = [row for row in entity_rows if row["name"] not in stored_entities]
+    changed = [
+        row
+        for row in entity_rows
+        if row["name"] in stored_entities and stored_entities[row["name"]] != row["fp"]
+    ]
+    if not create_new:
+        changed, new = new + changed, []
+    rels = [
+        row for row in rel_rows if stored_pairs.get((row["source"], row["target"])) != row["fp"]
+    ]
     for pairs in _batches(stale_pairs):
         await (await tx.run(DELETE_RELATIONSHIPS, room_id=room_id, pairs=pairs)).consume()
     for names in _batches(stale_names):
         await (await tx.run(DELETE_ENTITIES, room_id=room_id, names=names)).consume()
-    for rows in _batches(entity_rows):
+    for rows in _batches(new):
+        await (await tx.run(CREATE_ENTITIES, room_id=room_id, rows=rows)).consume()
+    for rows in _batches(changed):
         await (await tx.run(MERGE_ENTITIES, room_id=room_id, rows=rows)).consume()
-    for rows in _batches(rel_rows):
+    for rows in _batches(rels):
         await (await tx.run(MERGE_RELATIONSHIPS, room_id=room_id, rows=rows)).consume()

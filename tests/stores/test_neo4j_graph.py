@@ -216,3 +216,72 @@ async def test_platform_uses_neo4j_when_configured(
             "communities": 0,
             "reports": 0,
         }
+
+
+async def test_rewrites_touch_only_what_changed(
+    store: Neo4jGraphStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = random_graph(random.Random(5), 40, 80)
+    room = new_room()
+    await store.replace_graph(room, graph)
+    sizes: list[int] = []
+    real = neo4j_graph._batches
+
+    def spy(rows, size=neo4j_graph.BATCH):  # type: ignore[no-untyped-def]
+        sizes.append(len(rows))
+        return real(rows, size)
+
+    monkeypatch.setattr(neo4j_graph, "_batches", spy)
+    # Stale relationships, stale entities, new entities, changed entities, relationships.
+    await store.replace_graph(room, graph)
+    assert sizes == [0, 0, 0, 0, 0]  # the fingerprints match: nothing written
+
+    changed = RoomGraph(
+        entities=[
+            Entity(**{**vars(e), "description": "changed"}) if e.name == "e0003" else e
+            for e in graph.entities
+        ],
+        relationships=[
+            Relationship(r.source, r.target, r.weight + 0.5, r.description, r.source_chunk_ids)
+            if i == 0
+            else r
+            for i, r in enumerate(graph.relationships)
+        ],
+    )
+    sizes.clear()
+    await store.replace_graph(room, changed)
+    assert sizes == [0, 0, 0, 1, 1]
+    stored = await store.get_graph(room)
+    assert stored.entities == sorted(changed.entities, key=lambda e: e.name)
+    assert stored.relationships == sorted(changed.relationships, key=lambda r: r.pair)
+    await store.wipe_room(room)
+
+
+async def test_a_concurrent_duplicate_falls_back_to_merge(
+    store: Neo4jGraphStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = new_room()
+    graph = random_graph(random.Random(9), 10, 12)
+    driver = await store.driver()
+    real = neo4j_graph._tx_rows
+    raced: list[bool] = []
+
+    async def racing(runner, query, **params):  # type: ignore[no-untyped-def]
+        rows = await real(runner, query, **params)
+        if query == neo4j_graph.STORED_KEYS and not raced:
+            raced.append(True)
+            # Another writer creates one of the entities after this transaction read the room.
+            await driver.execute_query(
+                "CREATE (:Entity {room_id: $room, name: 'e0004', display_name: 'x', type: 'X'})",
+                room=room,
+                database_=store.database,
+            )
+        return rows
+
+    monkeypatch.setattr(neo4j_graph, "_tx_rows", racing)
+    await store.replace_graph(room, graph)
+    assert raced
+    stored = await store.get_graph(room)
+    assert stored.entities == sorted(graph.entities, key=lambda e: e.name)
+    assert (await store.counts(room))["entities"] == 10
+    await store.wipe_room(room)
