@@ -169,7 +169,12 @@ async def _send(websocket: WebSocket, conn: Connection, replayed_up_to: int | No
 
 async def _receive(websocket: WebSocket, conn: Connection) -> None:
     while True:
-        text = await websocket.receive_text()
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if not text:
+            continue  # binary frames are ignored
         try:
             data = json.loads(text)
         except ValueError:

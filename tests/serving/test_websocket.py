@@ -217,6 +217,7 @@ async def test_heartbeat_and_client_ping(
         assert (await frame(ws, skip=()))["type"] == "ping"  # live2 beats every 0.2 s
         await ws.send(json.dumps({"type": "ping"}))
         await ws.send("not json")  # ignored
+        await ws.send(b"\x00\x01")  # binary: ignored
         assert (await frame(ws))["type"] == "pong"
 
 
