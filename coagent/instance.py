@@ -68,10 +68,13 @@ def instance_config(settings: Settings) -> dict:
                 ],
             },
         },
-        "run_launcher": {
-            "module": "dagster.core.launcher",
-            "class": "DefaultRunLauncher",
-        },
+        # Room runs start in a thread of the daemon: no per-run process start-up (see
+        # pipelines/launcher.py); DAGSTER_RUN_LAUNCHER=process restores Dagster's default.
+        "run_launcher": (
+            {"module": "pipelines.launcher", "class": "ThreadRunLauncher"}
+            if settings.dagster_run_launcher == "thread"
+            else {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"}
+        ),
         "sensors": {"use_threads": True, "num_workers": 2},
         "retention": {"sensor": {"purge_after_days": {"skipped": 1, "failure": 7, "success": 7}}},
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from pydantic import Field, field_validator
@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # database on the same server, home under the data dir.
     dagster_home: Path | None = None
     dagster_postgres_url: str | None = None
+    # "thread": runs start in a thread of the Dagster daemon (fast); "process": one process each.
+    dagster_run_launcher: Literal["thread", "process"] = "thread"
 
     # Chunking: tokens per chunk and tokens of whole messages repeated at the next chunk's start.
     chunk_tokens: int = Field(default=600, ge=32, le=8192)
