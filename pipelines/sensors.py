@@ -32,6 +32,7 @@ from pipelines.partitions import rooms_partitions
 from realtime.debounce import DebounceState
 from realtime.reader import read_after
 
+ROOMS = rooms_partitions.name or "rooms"
 _WAITING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
 
 
@@ -63,7 +64,7 @@ def graphrag_events_sensor(context: SensorEvaluationContext) -> SensorResult | S
     except (RedisError, OSError) as error:
         return SkipReason(f"Redis unreachable at {url} ({error}); cursor kept, will retry")
 
-    known = set(context.instance.get_dynamic_partitions(rooms_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(ROOMS))
     for entry_id, event in batch.events:
         state.add(entry_id, event)
     if batch.last_id:
@@ -103,9 +104,7 @@ def graphrag_events_sensor(context: SensorEvaluationContext) -> SensorResult | S
     return SensorResult(
         run_requests=requests,
         cursor=state.to_cursor(),
-        dynamic_partitions_requests=[
-            AddDynamicPartitionsRequest(rooms_partitions.name or "rooms", new_rooms)
-        ]
+        dynamic_partitions_requests=[AddDynamicPartitionsRequest(ROOMS, new_rooms)]
         if new_rooms
         else [],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis import Redis
 
@@ -25,8 +26,13 @@ class StreamBatch:
     last_id: str | None = None
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(redis: Redis, stream: str, start: str, count: int) -> list[tuple[Any, Any]]:
+    # redis-py's stubs allow None for a stream reply; XRANGE gives a list (maybe empty).
+    return list(redis.xrange(stream, start, "+", count=count) or [])
 
 
 def read_after(
@@ -34,13 +40,13 @@ def read_after(
 ) -> StreamBatch:
     batch = StreamBatch()
     if after != "0-0":
-        first = redis.xrange(stream, "-", "+", count=1)
+        first = _entries(redis, stream, "-", 1)
         if first and stream_id_key(_text(first[0][0])) > stream_id_key(after):
             # The oldest entry is newer than the last one we read: what was between is gone.
             batch.gap = True
     start = f"({after}" if after != "0-0" else "-"
     for _ in range(max_batches):
-        entries = redis.xrange(stream, start, "+", count=count)
+        entries = _entries(redis, stream, start, count)
         for raw_id, fields in entries:
             entry_id = _text(raw_id)
             batch.last_id = entry_id
