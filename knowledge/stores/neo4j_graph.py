@@ -279,17 +279,22 @@ RETURN collect(r {source: a.name, target: b.name, .weight, .description, .source
        AS rows
 """
 
-# Per-room projection: node ids are the ranks of the entity names (sorted), so the projected
-# graph, and with a fixed seed on one thread Leiden's result, do not depend on storage ids.
+# Per-room projection: node ids are the ranks of the entity names (sorted), and rows reach the
+# aggregation in a canonical order (every node first, then the edges by (source, target)), so
+# GDS assigns the same internal ids whatever the storage order; with a fixed seed on one thread
+# Leiden's result then depends on the graph alone.
 PROJECT = """
 WITH apoc.map.fromLists($names, range(0, size($names) - 1)) AS idx
 UNWIND range(0, size($names) - 1) AS i
-MATCH (s:Entity {room_id: $room_id, name: $names[i]})
-OPTIONAL MATCH (s)-[r:RELATED]->(t:Entity)
-WITH idx, i, r, CASE WHEN t IS NULL THEN null ELSE idx[t.name] END AS j
+MATCH (:Entity {room_id: $room_id, name: $names[i]})-[r:RELATED]->(t:Entity)
+WITH idx, i, idx[t.name] AS j, toFloat(r.weight) AS weight
+WHERE j IS NOT NULL
+ORDER BY i, j
+WITH collect([i, j, weight]) AS edges
+UNWIND [k IN range(0, size($names) - 1) | [k, null, null]] + edges AS row
 WITH gds.graph.project(
-    $graph, i, j,
-    {relationshipProperties: CASE WHEN j IS NULL THEN null ELSE {weight: toFloat(r.weight)} END},
+    $graph, row[0], row[1],
+    {relationshipProperties: CASE WHEN row[1] IS NULL THEN null ELSE {weight: row[2]} END},
     {undirectedRelationshipTypes: ['*'], readConcurrency: 1}
 ) AS g
 RETURN g.nodeCount AS nodes, g.relationshipCount AS relationships

@@ -285,3 +285,21 @@ async def test_a_concurrent_duplicate_falls_back_to_merge(
     assert stored.entities == sorted(graph.entities, key=lambda e: e.name)
     assert (await store.counts(room))["entities"] == 10
     await store.wipe_room(room)
+
+
+async def test_gds_communities_do_not_depend_on_storage_order(store: Neo4jGraphStore) -> None:
+    rng = random.Random(5)
+    for _ in range(4):
+        graph = random_graph(rng, 40, 60)
+        room = new_room()
+        await store.replace_graph(room, graph)
+        first = await store.detect_communities(room, seed=42, max_cluster_size=12)
+        for _ in range(2):
+            # Rewritten in another order, the room gets other storage ids and edge orders.
+            await store.wipe_room(room)
+            entities, relationships = list(graph.entities), list(graph.relationships)
+            rng.shuffle(entities)
+            rng.shuffle(relationships)
+            await store.replace_graph(room, RoomGraph(entities, relationships))
+            assert await store.detect_communities(room, seed=42, max_cluster_size=12) == first
+        await store.wipe_room(room)
