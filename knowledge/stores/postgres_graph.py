@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dbschema.models import (
     GraphCommunity,
@@ -41,6 +41,11 @@ def _relationship(row: Any) -> Relationship:
     )
 
 
+async def _insert_batches(conn: AsyncConnection, model: type, rows: list[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), _BATCH):
+        await conn.execute(insert(model), rows[start : start + _BATCH])
+
+
 class PostgresGraphStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -66,8 +71,7 @@ class PostgresGraphStore:
                 }
                 for e in graph.entities
             ]
-            for start in range(0, len(rows), _BATCH):
-                await conn.execute(insert(GraphEntity), rows[start : start + _BATCH])
+            await _insert_batches(conn, GraphEntity, rows)
             rel_rows = [
                 {
                     "room_id": room_id,
@@ -79,8 +83,7 @@ class PostgresGraphStore:
                 }
                 for r in graph.relationships
             ]
-            for start in range(0, len(rel_rows), _BATCH):
-                await conn.execute(insert(GraphRelationship), rel_rows[start : start + _BATCH])
+            await _insert_batches(conn, GraphRelationship, rel_rows)
 
     async def get_graph(self, room_id: str) -> RoomGraph:
         async with self.engine.connect() as conn:
@@ -191,8 +194,7 @@ class PostgresGraphStore:
                 }
                 for c in communities
             ]
-            for start in range(0, len(rows), _BATCH):
-                await conn.execute(insert(GraphCommunity), rows[start : start + _BATCH])
+            await _insert_batches(conn, GraphCommunity, rows)
 
     async def get_communities(self, room_id: str) -> list[Community]:
         async with self.engine.connect() as conn:
