@@ -3,9 +3,10 @@
 // is IF NOT EXISTS. Statements are separated by ";" at the end of a line.
 //
 // Model (every node and relationship carries room_id; nothing crosses rooms):
-//   (:Entity {room_id, name, display_name, type, description, source_chunk_ids, mentions})
-//   (:Entity)-[:RELATED {room_id, weight, description, source_chunk_ids}]->(:Entity)
+//   (:Entity {room_id, name, display_name, type, description, source_chunk_ids, mentions, fp})
+//   (:Entity)-[:RELATED {room_id, weight, description, source_chunk_ids, fp}]->(:Entity)
 //       one relationship per entity pair, stored from source to target as given (source < target)
+//   fp: a fingerprint of the other properties (re-writes skip unchanged rows)
 //   (:Community {room_id, id, level, parent_id, entity_names})
 //   (:Report {room_id, community_id, level, title, summary, findings (JSON text), rank,
 //             content_hash, source_chunk_ids, generated_at (datetime)})
@@ -30,6 +31,3 @@ CREATE INDEX community_room IF NOT EXISTS FOR (c:Community) ON (c.room_id);
 CREATE INDEX report_room IF NOT EXISTS FOR (r:Report) ON (r.room_id);
 
 CREATE INDEX related_room IF NOT EXISTS FOR ()-[r:RELATED]-() ON (r.room_id);
-
-// Visualization picks a room's most mentioned entities.
-CREATE INDEX entity_room_mentions IF NOT EXISTS FOR (e:Entity) ON (e.room_id, e.mentions);

@@ -4,17 +4,21 @@ Same results as :class:`~knowledge.stores.postgres_graph.PostgresGraphStore` for
 ``GraphStore`` call (one contract suite runs on both). The model and its constraints live in
 ``dbschema/neo4j/schema.cypher``:
 
-- ``(:Entity {room_id, name, display_name, type, description, source_chunk_ids, mentions})``,
+- ``(:Entity {room_id, name, display_name, type, description, source_chunk_ids, mentions, fp})``,
   unique on ``(room_id, name)``; ``name`` is the case-normalized key, ``display_name`` the
-  first-seen casing.
-- ``(:Entity)-[:RELATED {room_id, weight, description, source_chunk_ids}]->(:Entity)``, one per
-  pair, stored from ``source`` to ``target`` (``source < target`` by the graph invariants).
+  first-seen casing, ``fp`` a fingerprint of the other properties.
+- ``(:Entity)-[:RELATED {room_id, weight, description, source_chunk_ids, fp}]->(:Entity)``, one
+  per pair, stored from ``source`` to ``target`` (``source < target`` by the graph invariants).
   Unlike the PostgreSQL table, a relationship needs both its entities: one whose endpoint is
   not in the graph is not stored.
 - ``(:Community {room_id, id, level, parent_id, entity_names})`` and
   ``(:Report {room_id, community_id, …, findings (JSON text), generated_at (datetime)})``.
 
-Writes are ``UNWIND``-batched ``MERGE``\\ s in one managed (retried) transaction per call.
+Writes run in one managed (retried) transaction per call, in ``UNWIND`` batches.
+:meth:`Neo4jGraphStore.replace_graph` reads the room's keys and fingerprints once and writes
+only the difference: stale rows deleted, entities not stored yet ``CREATE``\\ d (the uniqueness
+constraint guards them; a concurrent duplicate makes it redo the batch with ``MERGE``), changed
+entities and new or changed relationships ``MERGE``\\ d, unchanged rows skipped.
 :meth:`Neo4jGraphStore.neighbourhood` expands with ``apoc.path.expandConfig`` (BFS, node-global
 uniqueness, ``maxLevel`` = hops) and cuts at ``limit`` in Cypher: seeds first, then level by
 level, stronger ties first. :meth:`Neo4jGraphStore.detect_communities` runs ``gds.leiden`` on a
@@ -42,10 +46,11 @@ from typing import Any
 from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction
 from neo4j.exceptions import ClientError, ConstraintError
 
+import dbschema
 from knowledge.communities import community_id
 from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
 
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "dbschema" / "neo4j" / "schema.cypher"
+SCHEMA_FILE = Path(dbschema.__file__).resolve().parent / "neo4j" / "schema.cypher"
 
 #: Rows per ``UNWIND`` statement.
 BATCH = 10_000

@@ -67,7 +67,7 @@ def random_graph(rng: random.Random, nodes: int, edges: int) -> RoomGraph:
 
 async def test_schema_file_is_applied_and_enforced(store: Neo4jGraphStore) -> None:
     statements = schema_statements()
-    assert len(statements) == 8
+    assert len(statements) == 7
     assert all("IF NOT EXISTS" in s for s in statements)
     driver = await store.driver()
     records, _, _ = await driver.execute_query(
