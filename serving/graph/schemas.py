@@ -45,6 +45,10 @@ class Freshness(BaseModel):
     #: Last materialization of the room's chunks (messages indexed up to then) and graph.
     chunks_materialized_at: datetime | None
     graph_materialized_at: datetime | None
+    #: Events of the room appended since its chunks were last materialized (not in the answer
+    #: yet); None when the event stream is unreachable.
+    pending_events: int | None = None
+    pending_events_capped: bool = False
 
 
 class QueryOut(BaseModel):

@@ -64,6 +64,14 @@ async def query(state: AppState, room_id: uuid.UUID, question: str, route: str |
     done = await _materializations(state, str(room_id))
     chunks = done.get("chunks")
     graph = done.get("entities")
+    pending: int | None = None
+    capped = False
+    try:
+        pending, capped = await pending_events(
+            state, str(room_id), chunks.timestamp if chunks else None
+        )
+    except Exception as error:  # the answer stands without the count
+        log.warning("event stream not reachable for the freshness of room %s: %s", room_id, error)
     return QueryOut(
         question=answer.question,
         answer=answer.answer,
@@ -78,6 +86,8 @@ async def query(state: AppState, room_id: uuid.UUID, question: str, route: str |
             reports_as_of=answer.reports_as_of,
             chunks_materialized_at=chunks.timestamp if chunks else None,
             graph_materialized_at=graph.timestamp if graph else None,
+            pending_events=pending,
+            pending_events_capped=capped,
         ),
         seconds=round(answer.seconds, 4),
     )

@@ -24,6 +24,16 @@ async def test_query_answers_with_route_citations_and_freshness(api: Api, built_
     assert body["freshness"]["reports_as_of"] is not None
     assert body["freshness"]["chunks_materialized_at"] is not None
     assert body["freshness"]["graph_materialized_at"] is not None
+    pending_before = body["freshness"]["pending_events"]
+    assert pending_before is not None
+
+    # a message posted after the build is an event the answer does not include yet
+    posted = await client.post(
+        f"/api/v1/rooms/{built_room}/messages", json={"content": "Titus Lartius holds Corioli."}
+    )
+    assert posted.status_code == 201, posted.text
+    again = await client.post(url, json={"question": "What are the main themes?"})
+    assert again.json()["freshness"]["pending_events"] == pending_before + 1
 
     local = await client.post(
         url, json={"question": "What did Menenius say about the belly?", "route": "local"}
