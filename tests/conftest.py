@@ -3,13 +3,15 @@ temporary data dir, migrated once per session, and a PostgreSQL-backed Dagster i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -31,6 +33,7 @@ warnings.filterwarnings("ignore")
 from dbschema.migrate import upgrade  # noqa: E402
 from dbschema.models import UserRole  # noqa: E402
 from knowledge import rooms  # noqa: E402
+from knowledge.indexing import room_state  # noqa: E402
 from knowledge.platform import Platform, open_platform, sync_engine  # noqa: E402
 from knowledge.settings import Settings, get_settings  # noqa: E402
 
@@ -125,3 +128,38 @@ async def add_messages(platform: Platform, room_id: str, lines: Sequence[tuple[s
                 session, room_id, user.id, text, platform.settings.max_message_chars
             )
         await session.commit()
+
+
+T = TypeVar("T")
+
+
+def with_platform(settings: Settings, work: Callable[[Platform], Awaitable[T]]) -> T:
+    """Run async work against a platform opened for ``settings``, from synchronous code."""
+
+    async def main() -> T:
+        async with open_platform(settings) as platform:
+            return await work(platform)
+
+    return asyncio.run(main())
+
+
+def stored_state(settings: Settings, room_id: str) -> dict[str, int]:
+    """Counts of every stored kind of fact of a room."""
+    return with_platform(settings, lambda platform: room_state(platform, room_id))
+
+
+def run_job(
+    instance: Any,
+    room_id: str,
+    job: str = "refresh_room",
+    overrides: dict[str, str] | None = None,
+) -> Any:
+    """A real Dagster run of a room job; ``overrides`` change the knowledge resource's
+    settings (LLM server, Neo4j, Qdrant...)."""
+    from coagent.runs import run_room_job
+    from pipelines.resources import KnowledgeResource
+
+    resources = (
+        {"knowledge": KnowledgeResource(overrides=overrides)} if overrides is not None else None
+    )
+    return run_room_job(instance, job, room_id, show_progress=False, resources=resources)

@@ -8,8 +8,6 @@ from collections.abc import Iterator
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
-from coagent.runs import run_room_job
-from knowledge.indexing import room_state
 from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import ExtractionOutput
@@ -19,7 +17,7 @@ from knowledge.sample import load_sample
 from knowledge.search import Route, answer_question
 from knowledge.settings import Settings
 from pipelines.resources import KnowledgeResource
-from tests.conftest import make_room
+from tests.conftest import make_room, run_job, stored_state
 from tests.llm_server import FakeOpenAI
 
 CONCURRENCY = 3
@@ -52,18 +50,6 @@ def llm_settings(settings: Settings, llm_overrides: dict[str, str]) -> Settings:
     return KnowledgeResource(overrides=llm_overrides).settings()
 
 
-def _run(
-    instance: DagsterInstance, overrides: dict[str, str], room_id: str, job: str = "refresh_room"
-):  # type: ignore[no-untyped-def]
-    return run_room_job(
-        instance,
-        job,
-        room_id,
-        show_progress=False,
-        resources={"knowledge": KnowledgeResource(overrides=overrides)},
-    )
-
-
 def _room(settings: Settings, lines, artifact: str | None = None) -> str:  # type: ignore[no-untyped-def]
     async def create() -> str:
         async with open_platform(settings) as platform:
@@ -77,14 +63,6 @@ def _room(settings: Settings, lines, artifact: str | None = None) -> str:  # typ
             return room_id
 
     return asyncio.run(create())
-
-
-def _state(settings: Settings, room_id: str) -> dict[str, int]:
-    async def read() -> dict[str, int]:
-        async with open_platform(settings) as platform:
-            return await room_state(platform, room_id)
-
-    return asyncio.run(read())
 
 
 def test_extraction_through_dagster_survives_faults_and_records_a_bad_chunk(
@@ -104,13 +82,13 @@ def test_extraction_through_dagster_survives_faults_and_records_a_bad_chunk(
     room_id = _room(llm_settings, lines, artifact="FAULT-ALWAYS-BAD Nothing here parses.")
     fake.reset()
 
-    outcome = _run(dagster_instance, llm_overrides, room_id)
+    outcome = run_job(dagster_instance, room_id, overrides=llm_overrides)
 
     assert outcome.success, outcome.error
     entities = outcome.metadata["entities"]
     assert entities["failed_chunks"] == 1
     assert entities["entities"] > 10
-    assert entities["chunks_extracted"] == _state(llm_settings, room_id)["chunks"] - 1
+    assert entities["chunks_extracted"] == stored_state(llm_settings, room_id)["chunks"] - 1
     assert outcome.metadata["relationships"]["dropped_relationships"] > 0
     assert outcome.warnings == ["all_chunks_extracted"]
     for fault in ("FAULT-429", "FAULT-500", "FAULT-MALFORMED", "FAULT-INVALID", "FAULT-SLOW"):
@@ -122,7 +100,7 @@ def test_extraction_through_dagster_survives_faults_and_records_a_bad_chunk(
     assert entities["llm_cost_usd"] > 0
     reports = outcome.metadata["community_reports"]
     assert reports["llm_calls"] > 0
-    state = _state(llm_settings, room_id)
+    state = stored_state(llm_settings, room_id)
     assert state["entities_vectors"] == state["entities"]
     assert state["reports"] == state["communities"] > 0
     # the non-blocking check is recorded as failed with a warning, the blocking ones passed
@@ -143,22 +121,22 @@ def test_a_rerun_over_unchanged_chunks_makes_no_llm_calls(
     dagster_instance: DagsterInstance,
 ) -> None:
     room_id = _room(llm_settings, SPEECHES[:50])
-    first = _run(dagster_instance, llm_overrides, room_id)
+    first = run_job(dagster_instance, room_id, overrides=llm_overrides)
     assert first.success and first.metadata["entities"]["llm_calls"] > 0
-    before = _state(llm_settings, room_id)
+    before = stored_state(llm_settings, room_id)
 
     fake.reset()
-    second = _run(dagster_instance, llm_overrides, room_id)
+    second = run_job(dagster_instance, room_id, overrides=llm_overrides)
     assert second.success
     assert fake.total_calls == 0
     assert second.metadata["entities"]["llm_calls"] == 0
     # even a rebuild (wipe + re-derive) is answered from the cache
-    rebuilt = _run(dagster_instance, llm_overrides, room_id, job="rebuild_room")
+    rebuilt = run_job(dagster_instance, room_id, "rebuild_room", overrides=llm_overrides)
     assert rebuilt.success
     assert rebuilt.metadata["entities"]["chunks_extracted"] == before["chunks"]
     assert fake.total_calls == 0
     assert rebuilt.metadata["entities"]["llm_cache_hits"] > 0
-    assert _state(llm_settings, room_id) == before
+    assert stored_state(llm_settings, room_id) == before
 
 
 def test_answers_and_routing_through_the_llm(
@@ -168,7 +146,7 @@ def test_answers_and_routing_through_the_llm(
     dagster_instance: DagsterInstance,
 ) -> None:
     room_id = _room(llm_settings, SPEECHES[:60])
-    assert _run(dagster_instance, llm_overrides, room_id).success
+    assert run_job(dagster_instance, room_id, overrides=llm_overrides).success
 
     async def ask() -> None:
         async with open_platform(llm_settings) as platform:

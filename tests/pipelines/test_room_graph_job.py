@@ -8,12 +8,11 @@ import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, RunsFilter
 
 from coagent.runs import run_room_job
-from knowledge.indexing import room_state
 from knowledge.platform import open_platform
 from knowledge.sample import load_sample
 from knowledge.search import Route, answer_question
 from knowledge.settings import Settings
-from tests.conftest import add_messages, make_room
+from tests.conftest import add_messages, make_room, stored_state, with_platform
 
 SAMPLE = [(s.speaker, s.text) for s in load_sample()[:160]]
 OTHER_ROOM = [
@@ -24,20 +23,8 @@ OTHER_ROOM = [
 ] * 3
 
 
-def _state(settings: Settings, room_id: str) -> dict[str, int]:
-    async def read() -> dict[str, int]:
-        async with open_platform(settings) as platform:
-            return await room_state(platform, room_id)
-
-    return asyncio.run(read())
-
-
 def _new_room(settings: Settings, lines, name: str = "room") -> str:  # type: ignore[no-untyped-def]
-    async def create() -> str:
-        async with open_platform(settings) as platform:
-            return await make_room(platform, lines, name)
-
-    return asyncio.run(create())
+    return with_platform(settings, lambda platform: make_room(platform, lines, name))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +38,7 @@ def sample_room(settings: Settings, dagster_instance: DagsterInstance) -> str:
 def test_refresh_materializes_every_asset_and_passes_checks(
     sample_room: str, settings: Settings, dagster_instance: DagsterInstance
 ) -> None:
-    state = _state(settings, sample_room)
+    state = stored_state(settings, sample_room)
     assert state["chunks"] > 3
     assert state["entities"] > 20
     assert state["relationships"] > 20
@@ -77,10 +64,10 @@ def test_refresh_materializes_every_asset_and_passes_checks(
     assert all(c.event_specific_data.passed for c in checks)
 
 
-def test_second_refresh_extracts_nothing_and_keeps_identical_state(
+def test_second_refresh_extracts_nothing_and_keeps_identicalstored_state(
     sample_room: str, settings: Settings, dagster_instance: DagsterInstance
 ) -> None:
-    before = _state(settings, sample_room)
+    before = stored_state(settings, sample_room)
     outcome = run_room_job(dagster_instance, "refresh_room", sample_room, show_progress=False)
     assert outcome.success
     assert outcome.metadata["chunks"]["chunks_added"] == 0
@@ -90,7 +77,7 @@ def test_second_refresh_extracts_nothing_and_keeps_identical_state(
         outcome.metadata["communities"]["unchanged"]
         == outcome.metadata["communities"]["communities"]
     )
-    assert _state(settings, sample_room) == before
+    assert stored_state(settings, sample_room) == before
 
 
 def test_incremental_refresh_extracts_only_new_chunks(
@@ -98,7 +85,7 @@ def test_incremental_refresh_extracts_only_new_chunks(
 ) -> None:
     room_id = _new_room(settings, SAMPLE[:120], "incremental")
     assert run_room_job(dagster_instance, "refresh_room", room_id, show_progress=False).success
-    before = _state(settings, room_id)
+    before = stored_state(settings, room_id)
 
     async def add() -> None:
         async with open_platform(settings) as platform:
@@ -124,16 +111,16 @@ def test_incremental_refresh_extracts_only_new_chunks(
 def test_rebuild_is_idempotent(
     sample_room: str, settings: Settings, dagster_instance: DagsterInstance
 ) -> None:
-    before = _state(settings, sample_room)
+    before = stored_state(settings, sample_room)
     first = run_room_job(dagster_instance, "rebuild_room", sample_room, show_progress=False)
     assert first.success
     assert first.metadata["chunks"]["wiped"] is True
     # a rebuild re-extracts every chunk
     assert first.metadata["entities"]["chunks_extracted"] == before["chunks"]
-    after_first = _state(settings, sample_room)
+    after_first = stored_state(settings, sample_room)
     second = run_room_job(dagster_instance, "rebuild_room", sample_room, show_progress=False)
     assert second.success
-    assert _state(settings, sample_room) == after_first == before
+    assert stored_state(settings, sample_room) == after_first == before
 
 
 def test_two_rooms_never_see_each_other(
@@ -206,4 +193,4 @@ def test_unknown_room_fails_the_run_clearly(
     outcome = run_room_job(dagster_instance, "refresh_room", missing, show_progress=False)
     assert not outcome.success
     assert "does not exist" in (outcome.error or "")
-    assert _state(settings, missing)["chunks"] == 0
+    assert stored_state(settings, missing)["chunks"] == 0

@@ -7,29 +7,22 @@ so the Neo4j driver and the Qdrant folder lock are released between steps.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
-from coagent.runs import RunOutcome, run_room_job
 from knowledge.graph import Community
-from knowledge.indexing import room_state
-from knowledge.platform import Platform, open_platform
+from knowledge.platform import Platform
 from knowledge.sample import load_sample
 from knowledge.search import Route, answer_question
 from knowledge.settings import Settings
 from knowledge.stores.neo4j_graph import Neo4jGraphStore
 from knowledge.stores.qdrant_store import QdrantVectorStore
 from pipelines.resources import KnowledgeResource
-from tests.conftest import make_room
+from tests.conftest import make_room, run_job, stored_state, with_platform
 
 pytestmark = pytest.mark.neo4j
 
 SAMPLE = [(s.speaker, s.text) for s in load_sample()[:160]]
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -49,26 +42,6 @@ def services(overrides: dict[str, str]) -> Settings:
     return KnowledgeResource(overrides=overrides).settings()
 
 
-def _with(settings: Settings, work: Callable[[Platform], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with open_platform(settings) as platform:
-            return await work(platform)
-
-    return asyncio.run(main())
-
-
-def _run(
-    instance: DagsterInstance, overrides: dict[str, str], room_id: str, job: str = "refresh_room"
-) -> RunOutcome:
-    return run_room_job(
-        instance,
-        job,
-        room_id,
-        show_progress=False,
-        resources={"knowledge": KnowledgeResource(overrides=overrides)},
-    )
-
-
 @pytest.fixture(scope="module")
 def room(
     settings: Settings,
@@ -76,14 +49,10 @@ def room(
     overrides: dict[str, str],
     dagster_instance: DagsterInstance,
 ) -> str:
-    room_id = _with(settings, lambda p: make_room(p, SAMPLE, "neo4j + qdrant"))
-    outcome = _run(dagster_instance, overrides, room_id)
+    room_id = with_platform(settings, lambda p: make_room(p, SAMPLE, "neo4j + qdrant"))
+    outcome = run_job(dagster_instance, room_id, overrides=overrides)
     assert outcome.success, outcome.error
     return room_id
-
-
-def _state(settings: Settings, room_id: str) -> dict[str, int]:
-    return _with(settings, lambda p: room_state(p, room_id))
 
 
 def test_refresh_writes_the_graph_to_neo4j_and_the_vectors_to_qdrant(
@@ -92,8 +61,8 @@ def test_refresh_writes_the_graph_to_neo4j_and_the_vectors_to_qdrant(
     async def stores(platform: Platform) -> tuple[str, str]:
         return type(platform.graph).__name__, type(platform.vectors).__name__
 
-    assert _with(services, stores) == (Neo4jGraphStore.__name__, QdrantVectorStore.__name__)
-    state = _state(services, room)
+    assert with_platform(services, stores) == (Neo4jGraphStore.__name__, QdrantVectorStore.__name__)
+    state = stored_state(services, room)
     assert state["chunks"] > 3
     assert state["entities"] > 20
     assert state["relationships"] > 20
@@ -103,7 +72,7 @@ def test_refresh_writes_the_graph_to_neo4j_and_the_vectors_to_qdrant(
     assert state["entities_vectors"] == state["entities"]
     assert state["communities_vectors"] == state["reports"]
     # Nothing went to the embedded graph tables or pgvector.
-    embedded = _state(settings, room)
+    embedded = stored_state(settings, room)
     assert embedded["entities"] == embedded["communities"] == embedded["reports"] == 0
     assert embedded["entities_vectors"] == embedded["chunks_vectors"] == 0
 
@@ -124,7 +93,7 @@ def test_refresh_writes_the_graph_to_neo4j_and_the_vectors_to_qdrant(
             await platform.graph.get_communities(room),
         )
 
-    names, communities = _with(services, read)
+    names, communities = with_platform(services, read)
     top = [n for c in communities if c.level == 0 for n in c.entity_names]
     assert sorted(top) == names
     by_id = {c.id: c for c in communities}
@@ -136,11 +105,11 @@ def test_refresh_writes_the_graph_to_neo4j_and_the_vectors_to_qdrant(
     assert all(c.parent_id is None or c.parent_id in by_id for c in communities)
 
 
-def test_second_refresh_extracts_nothing_and_keeps_identical_state(
+def test_second_refresh_extracts_nothing_and_keeps_identicalstored_state(
     room: str, services: Settings, overrides: dict[str, str], dagster_instance: DagsterInstance
 ) -> None:
-    before = _state(services, room)
-    outcome = _run(dagster_instance, overrides, room)
+    before = stored_state(services, room)
+    outcome = run_job(dagster_instance, room, overrides=overrides)
     assert outcome.success, outcome.error
     assert outcome.metadata["chunks"]["chunks_added"] == 0
     assert outcome.metadata["entities"]["chunks_extracted"] == 0
@@ -149,7 +118,7 @@ def test_second_refresh_extracts_nothing_and_keeps_identical_state(
         outcome.metadata["communities"]["unchanged"]
         == outcome.metadata["communities"]["communities"]
     )
-    assert _state(services, room) == before
+    assert stored_state(services, room) == before
 
 
 def test_rebuild_is_idempotent(
@@ -163,34 +132,34 @@ def test_rebuild_is_idempotent(
             sorted(r.community_id for r in await platform.graph.get_reports(room)),
         )
 
-    before = _state(services, room)
-    stored = _with(services, snapshot)
-    first = _run(dagster_instance, overrides, room, "rebuild_room")
+    before = stored_state(services, room)
+    stored = with_platform(services, snapshot)
+    first = run_job(dagster_instance, room, "rebuild_room", overrides=overrides)
     assert first.success, first.error
     assert first.metadata["chunks"]["wiped"] is True
     assert first.metadata["entities"]["chunks_extracted"] == before["chunks"]
-    after_first = _state(services, room)
-    second = _run(dagster_instance, overrides, room, "rebuild_room")
+    after_first = stored_state(services, room)
+    second = run_job(dagster_instance, room, "rebuild_room", overrides=overrides)
     assert second.success, second.error
-    assert _state(services, room) == after_first == before
+    assert stored_state(services, room) == after_first == before
     # Same graph, and the same communities (seeded GDS Leiden on fresh storage ids).
-    assert _with(services, snapshot) == stored
+    assert with_platform(services, snapshot) == stored
 
 
 def test_neo4j_graph_equals_the_embedded_graph_of_the_same_room(
     room: str, settings: Settings, services: Settings, dagster_instance: DagsterInstance
 ) -> None:
     # The same room through the default resources: the graph goes to the PostgreSQL tables.
-    outcome = run_room_job(dagster_instance, "refresh_room", room, show_progress=False)
+    outcome = run_job(dagster_instance, room)
     assert outcome.success, outcome.error
 
     async def graph(platform: Platform):  # type: ignore[no-untyped-def]
         return await platform.graph.get_graph(room)
 
-    embedded, neo4j = _with(settings, graph), _with(services, graph)
+    embedded, neo4j = with_platform(settings, graph), with_platform(services, graph)
     assert neo4j.entities == embedded.entities
     assert neo4j.relationships == embedded.relationships
-    assert _state(settings, room)["entities"] == _state(services, room)["entities"]
+    assert stored_state(settings, room)["entities"] == stored_state(services, room)["entities"]
 
 
 def test_questions_are_answered_from_neo4j_and_qdrant(room: str, services: Settings) -> None:
@@ -208,4 +177,4 @@ def test_questions_are_answered_from_neo4j_and_qdrant(room: str, services: Setti
         assert local.citations
         assert any(c.speaker == "Menenius" or "Menenius" in c.excerpt for c in local.citations)
 
-    _with(services, ask)
+    with_platform(services, ask)
