@@ -30,6 +30,21 @@ def _check_size(state: AppState, content: str | None) -> None:
         )
 
 
+async def _announce_change(state: AppState, artifact: Artifact, actor: User) -> None:
+    """After the commit: the new version to the room's sockets and to the event stream."""
+    await after_commit(
+        state,
+        artifact.room_id,
+        _changed_frame(artifact),
+        ArtifactChanged(
+            room_id=str(artifact.room_id),
+            artifact_id=str(artifact.id),
+            version=artifact.version,
+            actor_id=str(actor.id),
+        ),
+    )
+
+
 def _changed_frame(artifact: Artifact) -> dict:
     return {
         "type": "artifact.changed",
@@ -52,17 +67,7 @@ async def create_artifact(
     )
     await session.commit()
     await session.refresh(artifact)
-    await after_commit(
-        state,
-        room.id,
-        _changed_frame(artifact),
-        ArtifactChanged(
-            room_id=str(room.id),
-            artifact_id=str(artifact.id),
-            version=artifact.version,
-            actor_id=str(actor.id),
-        ),
-    )
+    await _announce_change(state, artifact, actor)
     return artifact
 
 
@@ -115,17 +120,7 @@ async def update_artifact(
     )
     await session.commit()
     await session.refresh(artifact)
-    await after_commit(
-        state,
-        room.id,
-        _changed_frame(artifact),
-        ArtifactChanged(
-            room_id=str(room.id),
-            artifact_id=str(artifact.id),
-            version=artifact.version,
-            actor_id=str(actor.id),
-        ),
-    )
+    await _announce_change(state, artifact, actor)
     return artifact
 
 
