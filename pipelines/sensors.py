@@ -29,7 +29,7 @@ from knowledge.platform import redis_url
 from knowledge.settings import get_settings
 from pipelines.jobs import REBUILD_RUN_CONFIG, rebuild_room, refresh_room
 from pipelines.partitions import rooms_partitions
-from realtime.debounce import DebounceState
+from realtime.debounce import DebounceState, stream_id_key
 from realtime.reader import read_after
 
 ROOMS = rooms_partitions.name or "rooms"
@@ -68,7 +68,7 @@ def graphrag_events_sensor(context: SensorEvaluationContext) -> SensorResult | S
     for entry_id, event in batch.events:
         state.add(entry_id, event)
     if batch.last_id:
-        state.last_id = max(state.last_id, batch.last_id, key=_id_key)
+        state.last_id = max(state.last_id, batch.last_id, key=stream_id_key)
     if batch.gap:
         context.log.warning("events were trimmed before they were read: rebuilding every room")
         for room_id in known:
@@ -108,11 +108,6 @@ def graphrag_events_sensor(context: SensorEvaluationContext) -> SensorResult | S
         if new_rooms
         else [],
     )
-
-
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _redis_time_ms(redis: Redis) -> int:
