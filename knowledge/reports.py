@@ -15,6 +15,7 @@ from knowledge.graph import Community, CommunityReport, Entity, Relationship
 from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import ReportOutput
+from knowledge.text import excerpt
 from knowledge.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,9 @@ class ExtractiveReportWriter:
             )
             summary_parts.append(f"Its strongest ties are between {strongest}.")
         if context.excerpts:
-            summary_parts.append(f'For example: "{_excerpt(context.excerpts[0][1])}"')
+            summary_parts.append(
+                f'For example: "{excerpt(context.excerpts[0][1], _EXCERPT_CHARS)}"'
+            )
 
         findings = []
         for entity in entities[:_FINDINGS]:
@@ -149,11 +152,6 @@ class ExtractiveReportWriter:
         )
 
 
-def _excerpt(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _EXCERPT_CHARS else flat[: _EXCERPT_CHARS - 1] + "…"
-
-
 def report_text(report: CommunityReport) -> str:
     """What is embedded and searched for a report."""
     findings = " ".join(f["summary"] for f in report.findings)
@@ -173,7 +171,7 @@ def render_context(context: ReportContext, budget_tokens: int) -> str:
         for r in context.relationships
     ]
     lines.append("Excerpts:")
-    lines += [f"- {_excerpt(text)}" for _, text in context.excerpts]
+    lines += [f"- {excerpt(text, _EXCERPT_CHARS)}" for _, text in context.excerpts]
     return fit_to_budget(lines, budget_tokens)
 
 

@@ -31,9 +31,11 @@ from knowledge.platform import Platform
 from knowledge.reports import fit_to_budget, report_text
 from knowledge.rooms import CitedMessage, get_room, messages_by_ids
 from knowledge.stores.base import COMMUNITIES, ENTITIES
+from knowledge.text import excerpt
 
 MAX_QUESTION_CHARS = 2_000
 _MAX_KEY_POINTS = 12
+_CITATION_CHARS = 200
 _LOCAL_CONTEXT_TOKENS = 4_000
 _GLOBAL_CUES = re.compile(
     r"\b(main|overall|themes?|topics?|summar\w*|overview|in general|whole|everything|"
@@ -176,21 +178,38 @@ async def _cite_messages(
         message_ids = sorted({mid for r in rows for mid in (r[1] or [])})
         messages = await messages_by_ids(session, room_id, message_ids)
     terms = set(lexical_terms(question))
-    scored = sorted(messages, key=lambda m: (-_score_message(m, terms, names), m.id))
+    scored = sorted(
+        ((_score_message(m, terms, names), m) for m in messages), key=lambda s: (-s[0], s[1].id)
+    )
     citations = [
-        Citation(kind="message", id=str(m.id), speaker=m.speaker, excerpt=_excerpt(m.content))
-        for m in scored[:limit]
-        if _score_message(m, terms, names) > 0
+        Citation(
+            kind="message",
+            id=str(m.id),
+            speaker=m.speaker,
+            excerpt=excerpt(m.content, _CITATION_CHARS),
+        )
+        for score, m in scored[:limit]
+        if score > 0
     ]
     for cid in chunk_ids:
         row = by_chunk.get(cid)
         if row is not None and row[2] and len(citations) < limit + 2:
             citations.append(
-                Citation(kind="artifact", id=row[2], speaker=None, excerpt=_excerpt(row[3]))
+                Citation(
+                    kind="artifact",
+                    id=row[2],
+                    speaker=None,
+                    excerpt=excerpt(row[3], _CITATION_CHARS),
+                )
             )
     if not citations and messages:
         citations = [
-            Citation(kind="message", id=str(m.id), speaker=m.speaker, excerpt=_excerpt(m.content))
+            Citation(
+                kind="message",
+                id=str(m.id),
+                speaker=m.speaker,
+                excerpt=excerpt(m.content, _CITATION_CHARS),
+            )
             for m in messages[:limit]
         ]
     return citations
@@ -199,11 +218,6 @@ async def _cite_messages(
 def _headline(summary: str) -> str:
     """A report summary without its example excerpt."""
     return summary.split(' For example: "')[0]
-
-
-def _excerpt(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 async def local_search(

@@ -20,6 +20,7 @@ from knowledge.extraction.base import (
     ExtractionFailure,
 )
 from knowledge.extraction.stopwords import STOPWORDS
+from knowledge.text import excerpt
 
 _LINE = re.compile(r"^(?P<speaker>[^:\n]{1,80}): (?P<content>.*)$")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\s+--\s*|\n+")
@@ -84,11 +85,6 @@ def _is_capitalized(word: str) -> bool:
 
 def _is_acronym(word: str) -> bool:
     return 2 <= len(word) <= 6 and word.isupper() and word.isalpha()
-
-
-def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _DESCRIPTION_CHARS else text[: _DESCRIPTION_CHARS - 1] + "…"
 
 
 class _Mention:
@@ -218,7 +214,7 @@ class FastExtractor:
             key = " ".join(name.lower().split())
             display.setdefault(key, name)
             types[key][type_] += 1
-            descriptions.setdefault(key, _snippet(sentence))
+            descriptions.setdefault(key, excerpt(sentence, _DESCRIPTION_CHARS))
             return key
 
         def relate(a: str, b: str, example: str) -> None:
@@ -226,7 +222,7 @@ class FastExtractor:
                 return
             pair = (a, b) if a < b else (b, a)
             weights[pair] += 1
-            rel_examples.setdefault(pair, _snippet(example))
+            rel_examples.setdefault(pair, excerpt(example, _DESCRIPTION_CHARS))
 
         for speaker, content in lines:
             speaker_key = None
