@@ -14,6 +14,11 @@ from coagent.progress import say
 from pipelines.definitions import defs
 from pipelines.jobs import REBUILD_RUN_CONFIG
 
+_STEP_EVENTS = {
+    DagsterEventType.STEP_START,
+    DagsterEventType.STEP_SUCCESS,
+    DagsterEventType.STEP_FAILURE,
+}
 _QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -63,23 +68,28 @@ def run_room_job(
     worker = threading.Thread(target=target, name=f"dagster-{job_name}", daemon=True)
     worker.start()
     step_started: dict[str, float] = {}
-    seen = 0
-    while worker.is_alive() or seen == 0:
+    cursor: str | None = None
+    while True:
         worker.join(timeout=0.3)
-        records = instance.all_logs(run_id)
-        for record in records[seen:]:
-            event = record.get_dagster_event() if record.is_dagster_event else None
-            if event is None or not show_progress:
-                continue
+        finished = not worker.is_alive()
+        if not show_progress:
+            if finished:
+                break
+            continue
+        # Only the step events since the last poll (and once more after the run ended).
+        page = instance.get_records_for_run(run_id, cursor=cursor, of_type=_STEP_EVENTS)
+        cursor = page.cursor
+        for record in page.records:
+            event = record.event_log_entry.get_dagster_event()
+            step = event.step_key or ""
             if event.event_type == DagsterEventType.STEP_START:
-                step_started[event.step_key or ""] = time.perf_counter()
-                say(f"  ▸ {event.step_key} …")
-            elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
-                took = time.perf_counter() - step_started.get(event.step_key or "", started)
+                step_started[step] = time.perf_counter()
+                say(f"  ▸ {step} …")
+            else:
+                took = time.perf_counter() - step_started.get(step, started)
                 status = "ok" if event.event_type == DagsterEventType.STEP_SUCCESS else "FAILED"
-                say(f"  ▸ {event.step_key} {status} ({took:.1f} s)")
-        seen = len(records)
-        if not worker.is_alive():
+                say(f"  ▸ {step} {status} ({took:.1f} s)")
+        if finished:
             break
     if "error" in result:
         raise result["error"]
