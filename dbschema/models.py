@@ -204,6 +204,23 @@ class GraphRelationship(Base):
     source_chunk_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
 
 
+class EntityAlias(Base):
+    """A name merged into another entity of the same room by entity resolution.
+
+    Rewritten by every graph build from the current extractions, so removing the messages an
+    alias came from removes the merge. ``source_chunk_ids``: the chunks that named the alias.
+    """
+
+    __tablename__ = "entity_aliases"
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alias: Mapped[str] = mapped_column(Text, primary_key=True)
+    canonical: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float] = mapped_column(Float)
+    source_chunk_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+
+
 class GraphCommunity(Base):
     __tablename__ = "graph_communities"
 
@@ -252,6 +269,27 @@ class VectorPoint(Base):
     tsv: Mapped[Any] = mapped_column(
         TSVECTOR, Computed("to_tsvector('english', text)", persisted=True)
     )
+    # Number of BM25 terms (knowledge.lexical.analyze) of the text, for length normalisation.
+    n_terms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class LexicalPosting(Base):
+    """One term of one point, for BM25 in SQL (the embedded store's inverted index).
+
+    Keyed by term first so that a query reads only the postings of its own terms.
+    """
+
+    __tablename__ = "lexical_postings"
+    __table_args__ = (
+        Index("ix_lexical_postings_point", "collection", "room_id", "point_id"),
+    )
+
+    collection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    term: Mapped[str] = mapped_column(Text, primary_key=True)
+    point_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tf: Mapped[int] = mapped_column(Integer)
+    doc_len: Mapped[int] = mapped_column(Integer)
 
 
 # --- serving: auth sessions, artifact history, agent configs (migration 0002) -----------------

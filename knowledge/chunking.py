@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from knowledge.tokens import count_tokens, decode, encode
 
@@ -27,6 +28,8 @@ class SourceMessage:
     id: int
     speaker: str
     content: str
+    # When it was said (evidence carries it; chunk text and ids do not depend on it).
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)

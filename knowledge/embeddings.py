@@ -27,6 +27,8 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 class Embedder(Protocol):
     name: str
     dim: int
+    #: A real model (dense retrieval is worth running), not the offline feature hashing.
+    semantic: bool
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
@@ -37,6 +39,8 @@ def lexical_terms(text: str) -> list[str]:
 
 
 class HashingEmbedder:
+    semantic = False
+
     def __init__(self, dim: int = 256) -> None:
         self.dim = dim
         self.name = f"hashing-{dim}"
@@ -67,6 +71,8 @@ class HashingEmbedder:
 
 class OpenAIEmbedder:
     """The ``/embeddings`` endpoint of the LLM provider, batched by a token budget."""
+
+    semantic = True
 
     def __init__(self, provider: LLMProvider, batch_tokens: int) -> None:
         self.provider = provider

@@ -21,13 +21,14 @@ from knowledge.chunking import Chunk, chunk_room
 from knowledge.communities import hierarchical_communities
 from knowledge.extraction.base import Extraction, ExtractionFailure
 from knowledge.graph import Entity, RoomGraph, merge_extractions
+from knowledge.lexical import ANALYZER
 from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import EntitySummary
 from knowledge.platform import Platform
 from knowledge.reports import build_context, report_text
 from knowledge.rooms import get_room, load_room_sources
-from knowledge.stores.base import CHUNKS, COMMUNITIES, ENTITIES, VectorRecord
+from knowledge.stores.base import CHUNKS, COMMUNITIES, ENTITIES, EVIDENCE, VectorRecord
 
 _EXTRACT_BATCH = 16
 _EMBED_BATCH = 256
@@ -45,23 +46,35 @@ class VectorSync:
 
 
 async def sync_vectors(
-    platform: Platform, collection: str, room_id: str, items: dict[str, tuple[str, dict]]
+    platform: Platform,
+    collection: str,
+    room_id: str,
+    items: dict[str, tuple[str, dict]],
+    embed_texts: dict[str, str] | None = None,
 ) -> VectorSync:
     """Make a collection's points for the room exactly ``items`` (id -> (text, payload)).
 
-    Only points whose text (or payload) changed are re-embedded; stale points are deleted.
+    The stored text is what lexical search reads; ``embed_texts`` (id -> text) gives the
+    embedder another input where it differs (a message with its speaker). Only points whose
+    texts (or payload) changed are re-embedded; stale points are deleted.
     """
+    embed_texts = embed_texts or {}
     await platform.vectors.ensure_collection(collection, platform.embedder.dim)
     stored = await platform.vectors.fingerprints(collection, room_id)
+    prefix = f"{platform.embedder.name}\x1f{ANALYZER}\x1f"
     wanted = {
-        pid: fingerprint(platform.embedder.name + "\x1f" + text + repr(sorted(payload.items())))
+        pid: fingerprint(
+            prefix + text + "\x1f" + embed_texts.get(pid, "") + repr(sorted(payload.items()))
+        )
         for pid, (text, payload) in items.items()
     }
     stale = sorted(set(stored) - set(wanted))
     changed = sorted(pid for pid, fp in wanted.items() if stored.get(pid) != fp)
     for start in range(0, len(changed), _EMBED_BATCH):
         batch = changed[start : start + _EMBED_BATCH]
-        vectors = await platform.embedder.embed([items[pid][0] for pid in batch])
+        vectors = await platform.embedder.embed(
+            [embed_texts.get(pid, items[pid][0]) for pid in batch]
+        )
         await platform.vectors.upsert(
             collection,
             room_id,
@@ -164,6 +177,68 @@ async def room_chunks(platform: Platform, room_id: str) -> list[RoomChunk]:
             select(RoomChunk).where(RoomChunk.room_id == room_id).order_by(RoomChunk.ordinal)
         )
         return list(rows.scalars().all())
+
+
+# --- evidence: messages and artifact passages ---------------------------------------------------
+
+
+@dataclass
+class EvidenceSync:
+    messages: int
+    passages: int
+    vectors: VectorSync
+    seconds: float
+
+
+def message_unit_id(message_id: int) -> str:
+    return f"m:{message_id}"
+
+
+def passage_unit_id(chunk_id: str) -> str:
+    return f"a:{chunk_id}"
+
+
+async def sync_evidence(platform: Platform, room_id: str) -> EvidenceSync:
+    """Index every live message and artifact passage of the room as a unit of evidence.
+
+    One point per message (BM25 over its text; a dense vector of speaker + text) and per
+    artifact chunk, with speaker and time (epoch seconds, ``ts``) in the payload for filters.
+    Only new or edited units are re-indexed (fingerprints), deleted ones are removed.
+    """
+    started = time.perf_counter()
+    async with platform.session() as session:
+        messages, _ = await load_room_sources(session, room_id)
+        passages = (
+            await session.execute(
+                select(RoomChunk.id, RoomChunk.artifact_id, RoomChunk.text).where(
+                    RoomChunk.room_id == room_id, RoomChunk.artifact_id.is_not(None)
+                )
+            )
+        ).all()
+    items: dict[str, tuple[str, dict]] = {}
+    embed_texts: dict[str, str] = {}
+    for m in messages:
+        uid = message_unit_id(m.id)
+        payload = {
+            "kind": "message",
+            "ref": str(m.id),
+            "speaker": m.speaker,
+            "ts": m.created_at.timestamp() if m.created_at else None,
+        }
+        items[uid] = (m.content, payload)
+        embed_texts[uid] = f"{m.speaker}: {m.content}"
+    for chunk_id, artifact_id, text in passages:
+        items[passage_unit_id(chunk_id)] = (
+            text,
+            {"kind": "artifact", "ref": str(artifact_id), "speaker": None, "ts": None},
+        )
+    vectors = await sync_vectors(platform, EVIDENCE, room_id, items, embed_texts)
+    return EvidenceSync(
+        messages=len(messages),
+        passages=len(passages),
+        vectors=vectors,
+        seconds=time.perf_counter() - started,
+    )
 
 
 # --- entities and relationships -----------------------------------------------------------------
@@ -394,12 +469,13 @@ async def room_state(platform: Platform, room_id: str) -> dict[str, int]:
     """Counts of every stored kind of fact of a room (used by tests, checks and the demo)."""
     counts = dict(await platform.graph.counts(room_id))
     async with platform.session() as session:
-        chunk_ids: Sequence[str] = (
-            (await session.execute(select(RoomChunk.id).where(RoomChunk.room_id == room_id)))
-            .scalars()
-            .all()
-        )
-    counts["chunks"] = len(chunk_ids)
-    for collection in (CHUNKS, ENTITIES, COMMUNITIES):
+        chunks: Sequence[tuple[str, str | None]] = (
+            await session.execute(
+                select(RoomChunk.id, RoomChunk.artifact_id).where(RoomChunk.room_id == room_id)
+            )
+        ).all()
+    counts["chunks"] = len(chunks)
+    counts["artifact_chunks"] = sum(1 for _, artifact in chunks if artifact)
+    for collection in (CHUNKS, ENTITIES, COMMUNITIES, EVIDENCE):
         counts[f"{collection}_vectors"] = await platform.vectors.count(collection, room_id)
     return counts

@@ -63,3 +63,19 @@ async def vectors_match_rows(platform: Platform, room_id: str, kind: str) -> Che
     if rows == vectors:
         return CheckOutcome(True, f"{rows} {kind} rows, {vectors} vectors", [])
     return CheckOutcome(False, f"{rows} {kind} rows but {vectors} vectors", [])
+
+
+async def evidence_indexed(platform: Platform, room_id: str) -> CheckOutcome:
+    """Every live message and artifact passage is one point of the evidence index."""
+    from knowledge.rooms import count_messages, parse_room_id
+
+    state = await room_state(platform, room_id)
+    async with platform.session() as session:
+        messages = await count_messages(session, parse_room_id(room_id))
+    points = state["evidence_vectors"]
+    passages = state["artifact_chunks"]
+    if points == messages + passages:
+        return CheckOutcome(True, f"{messages} messages + {passages} passages indexed", [])
+    return CheckOutcome(
+        False, f"{points} evidence points for {messages} messages + {passages} passages", []
+    )

@@ -61,8 +61,15 @@ class Settings(BaseSettings):
     # Extra "anything missed?" rounds per chunk during extraction.
     llm_gleanings: int = Field(default=0, ge=0, le=5)
     # Token budgets of the context given to report writing and to answers.
-    llm_context_tokens: int = Field(default=6000, ge=500)
+    llm_context_tokens: int = Field(default=8000, ge=500)
     embedding_batch_tokens: int = Field(default=8000, ge=100)
+
+    # Rerank stage of retrieval: a cross-encoder behind a ``/rerank`` endpoint (TEI, vLLM,
+    # Jina, Cohere) when RERANK_URL is set, else the offline reranker.
+    rerank_url: str | None = None
+    rerank_model: str | None = None
+    rerank_api_key: str | None = None
+    rerank_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Near-real-time refresh: a room is refreshed once quiet this long, or after max wait.
     realtime_debounce_seconds: float = Field(default=10.0, ge=0)

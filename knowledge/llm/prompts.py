@@ -99,3 +99,18 @@ def route(question: str) -> Messages:
         },
         {"role": "user", "content": question},
     ]
+
+
+def rerank(question: str, passages: Sequence[str]) -> Messages:
+    numbered = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages))
+    return [
+        {
+            "role": "system",
+            "content": (
+                "You rank chat messages by how useful each is for answering a question about "
+                "the conversation. A message is useful when it states the answer or a fact the "
+                "answer needs. Return the numbers of the useful messages, best first."
+            ),
+        },
+        {"role": "user", "content": f"Question: {question}\n\n{BEGIN}\n{numbered}\n{END}"},
+    ]

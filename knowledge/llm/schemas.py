@@ -62,3 +62,9 @@ class RouteDecision(BaseModel):
         "local: about specific people, things or events"
     )
     reason: str
+
+
+class RerankOutput(BaseModel):
+    ranking: list[int] = Field(
+        description="Numbers of the passages, most useful for answering first; omit useless ones"
+    )

@@ -15,7 +15,9 @@ from knowledge.graph import Community, CommunityReport, Entity, RoomGraph
 CHUNKS = "chunks"
 ENTITIES = "entities"
 COMMUNITIES = "communities"
-COLLECTIONS = (CHUNKS, ENTITIES, COMMUNITIES)
+#: The units of evidence: one point per message and per artifact passage, with a BM25 index.
+EVIDENCE = "evidence"
+COLLECTIONS = (CHUNKS, ENTITIES, COMMUNITIES, EVIDENCE)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,20 @@ class VectorHit:
     score: float
     text: str
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PointFilter:
+    """Conditions on a point's payload: ``speaker`` one of ``speakers``, ``ts`` (epoch seconds)
+    within [since, until]. Empty / None means no condition."""
+
+    speakers: tuple[str, ...] = ()
+    since: float | None = None
+    until: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.speakers and self.since is None and self.until is None
 
 
 class GraphStore(Protocol):
@@ -107,6 +123,36 @@ class VectorStore(Protocol):
         limit: int,
     ) -> list[VectorHit]:
         """Hybrid search (dense + lexical, reciprocal-rank fused) within one room."""
+        ...
+
+    async def search_dense(
+        self,
+        collection: str,
+        room_id: str,
+        vector: list[float],
+        limit: int,
+        where: PointFilter | None = None,
+    ) -> list[VectorHit]:
+        """Nearest points by cosine similarity (score = cosine), within one room."""
+        ...
+
+    async def search_lexical(
+        self,
+        collection: str,
+        room_id: str,
+        terms: Sequence[str],
+        limit: int,
+        where: PointFilter | None = None,
+    ) -> list[VectorHit]:
+        """Okapi BM25 over the points' texts (terms from :func:`knowledge.lexical.analyze`),
+        IDF and average length taken over the room's points of the collection."""
+        ...
+
+    async def term_stats(
+        self, collection: str, room_id: str, terms: Sequence[str]
+    ) -> tuple[int, dict[str, int]]:
+        """The room's number of points in the collection and each term's document frequency
+        (the IDF the lexical search uses; rerankers weigh query terms with it)."""
         ...
 
     async def wipe_room(self, room_id: str) -> None: ...

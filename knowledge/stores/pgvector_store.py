@@ -1,9 +1,11 @@
 """Vector store on pgvector (the embedded default).
 
 One table for every collection; the vector column has no fixed dimension, and each dimension
-gets a partial HNSW index on ``embedding::vector(dim)`` (cosine). Lexical retrieval uses the
-generated ``tsvector`` column (pgserver's pgvector 0.6 has no sparse vectors); the two rankings
-are fused with RRF.
+gets a partial HNSW index on ``embedding::vector(dim)`` (cosine). Lexical retrieval: the hybrid
+``search`` uses the generated ``tsvector`` column (pgserver's pgvector 0.6 has no sparse
+vectors), fused with the dense ranking by RRF; ``search_lexical`` is Okapi BM25 computed in SQL
+from ``lexical_postings`` (one row per term of a point, terms from :mod:`knowledge.lexical`),
+with IDF and average length over the room's points of the collection.
 """
 
 from __future__ import annotations
@@ -16,10 +18,21 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dbschema.models import VectorPoint
-from knowledge.stores.base import VectorHit, VectorRecord, reciprocal_rank_fusion
+from dbschema.models import LexicalPosting, VectorPoint
+from knowledge.lexical import BM25_B, BM25_K1, term_frequencies
+from knowledge.stores.base import (
+    ENTITIES,
+    EVIDENCE,
+    PointFilter,
+    VectorHit,
+    VectorRecord,
+    reciprocal_rank_fusion,
+)
 
 _BATCH = 500
+# Collections whose points get BM25 postings (``search_lexical``); the others are searched with
+# the hybrid ``search`` only, and postings of long chunk texts would cost writes for nothing.
+LEXICAL_COLLECTIONS = frozenset({EVIDENCE, ENTITIES})
 
 
 def _vector_literal(vector: Sequence[float]) -> str:
@@ -49,6 +62,7 @@ class PgVectorStore:
     async def upsert(self, collection: str, room_id: str, records: Sequence[VectorRecord]) -> None:
         if not records:
             return
+        terms = {r.id: term_frequencies(r.text) for r in records}
         rows = [
             {
                 "collection": collection,
@@ -58,8 +72,22 @@ class PgVectorStore:
                 "dim": len(r.vector),
                 "text": r.text,
                 "payload": r.payload,
+                "n_terms": sum(terms[r.id].values()),
             }
             for r in records
+        ]
+        postings = [
+            {
+                "collection": collection,
+                "room_id": room_id,
+                "term": term,
+                "point_id": pid,
+                "tf": tf,
+                "doc_len": sum(tfs.values()),
+            }
+            for pid, tfs in terms.items()
+            for term, tf in tfs.items()
+            if collection in LEXICAL_COLLECTIONS
         ]
         async with self.engine.begin() as conn:
             for start in range(0, len(rows), _BATCH):
@@ -71,9 +99,26 @@ class PgVectorStore:
                         "dim": stmt.excluded.dim,
                         "text": stmt.excluded.text,
                         "payload": stmt.excluded.payload,
+                        "n_terms": stmt.excluded.n_terms,
                     },
                 )
                 await conn.execute(stmt)
+            await self._delete_postings(conn, collection, room_id, list(terms))
+            for start in range(0, len(postings), _BATCH * 4):
+                await conn.execute(
+                    insert(LexicalPosting).values(postings[start : start + _BATCH * 4])
+                )
+
+    @staticmethod
+    async def _delete_postings(conn: Any, collection: str, room_id: str, ids: list[str]) -> None:
+        for start in range(0, len(ids), _BATCH * 4):
+            await conn.execute(
+                delete(LexicalPosting).where(
+                    LexicalPosting.collection == collection,
+                    LexicalPosting.room_id == room_id,
+                    LexicalPosting.point_id.in_(ids[start : start + _BATCH * 4]),
+                )
+            )
 
     async def delete(self, collection: str, room_id: str, ids: Sequence[str]) -> None:
         if not ids:
@@ -86,6 +131,7 @@ class PgVectorStore:
                     VectorPoint.point_id.in_(list(ids)),
                 )
             )
+            await self._delete_postings(conn, collection, room_id, list(ids))
 
     async def fingerprints(self, collection: str, room_id: str) -> dict[str, str]:
         async with self.engine.connect() as conn:
@@ -151,15 +197,142 @@ class PgVectorStore:
             dense = (await conn.execute(dense_sql, params)).all()
             lexical = (await conn.execute(lexical_sql, params)).all() if query_text.strip() else []
 
-        def hits(rows: Sequence[Any]) -> list[VectorHit]:
-            out = []
-            for point_id, body, payload, score in rows:
-                data = json.loads(payload) if isinstance(payload, str) else payload
-                out.append(VectorHit(id=point_id, score=float(score), text=body, payload=data))
-            return out
+        return reciprocal_rank_fusion([_hits(dense), _hits(lexical)], limit)
 
-        return reciprocal_rank_fusion([hits(dense), hits(lexical)], limit)
+    async def search_dense(
+        self,
+        collection: str,
+        room_id: str,
+        vector: list[float],
+        limit: int,
+        where: PointFilter | None = None,
+    ) -> list[VectorHit]:
+        if limit <= 0:
+            return []
+        dim = len(vector)
+        params: dict[str, Any] = {
+            "collection": collection,
+            "room_id": room_id,
+            "q": _vector_literal(vector),
+            "limit": limit,
+        }
+        condition = _filter_sql(where, params, "payload")
+        sql = text(
+            f"""
+            SELECT point_id, text, payload,
+                   1 - (embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) AS score
+            FROM vector_points
+            WHERE collection = :collection AND room_id = :room_id AND dim = {dim} {condition}
+            ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})), point_id
+            LIMIT :limit
+            """
+        )
+        async with self.engine.connect() as conn:
+            return _hits((await conn.execute(sql, params)).all())
+
+    async def search_lexical(
+        self,
+        collection: str,
+        room_id: str,
+        terms: Sequence[str],
+        limit: int,
+        where: PointFilter | None = None,
+    ) -> list[VectorHit]:
+        query_terms = sorted(set(terms))
+        if limit <= 0 or not query_terms:
+            return []
+        params: dict[str, Any] = {
+            "collection": collection,
+            "room_id": room_id,
+            "terms": query_terms,
+            "limit": limit,
+            "k1": BM25_K1,
+            "b": BM25_B,
+        }
+        condition = _filter_sql(where, params, "v.payload")
+        # IDF and average length are the room's (over all its points of the collection), so a
+        # filter narrows the candidates without changing how a term is weighted.
+        sql = text(
+            f"""
+            WITH stats AS (
+                SELECT count(*)::float AS n, greatest(avg(n_terms), 1)::float AS avg_len
+                FROM vector_points WHERE collection = :collection AND room_id = :room_id
+            ), df AS (
+                SELECT term, count(*)::float AS df FROM lexical_postings
+                WHERE collection = :collection AND room_id = :room_id AND term = ANY(:terms)
+                GROUP BY term
+            ), scored AS (
+                SELECT p.point_id,
+                       sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))
+                           * p.tf * (:k1 + 1)
+                           / (p.tf + :k1 * (1 - :b + :b * p.doc_len / stats.avg_len))) AS score
+                FROM lexical_postings p JOIN df USING (term) CROSS JOIN stats
+                WHERE p.collection = :collection AND p.room_id = :room_id
+                  AND p.term = ANY(:terms)
+                GROUP BY p.point_id
+            )
+            SELECT v.point_id, v.text, v.payload, s.score
+            FROM scored s JOIN vector_points v
+              ON v.collection = :collection AND v.room_id = :room_id AND v.point_id = s.point_id
+            WHERE true {condition}
+            ORDER BY s.score DESC, v.point_id
+            LIMIT :limit
+            """
+        )
+        async with self.engine.connect() as conn:
+            return _hits((await conn.execute(sql, params)).all())
+
+    async def term_stats(
+        self, collection: str, room_id: str, terms: Sequence[str]
+    ) -> tuple[int, dict[str, int]]:
+        params = {"collection": collection, "room_id": room_id, "terms": sorted(set(terms))}
+        async with self.engine.connect() as conn:
+            n = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FROM vector_points "
+                        "WHERE collection = :collection AND room_id = :room_id"
+                    ),
+                    params,
+                )
+            ).scalar_one()
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT term, count(*) FROM lexical_postings WHERE collection = "
+                        ":collection AND room_id = :room_id AND term = ANY(:terms) GROUP BY term"
+                    ),
+                    params,
+                )
+            ).all()
+        return int(n), {term: int(df) for term, df in rows}
 
     async def wipe_room(self, room_id: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(delete(VectorPoint).where(VectorPoint.room_id == room_id))
+            await conn.execute(delete(LexicalPosting).where(LexicalPosting.room_id == room_id))
+
+
+def _filter_sql(where: PointFilter | None, params: dict[str, Any], payload: str) -> str:
+    """SQL conditions (with their bound parameters added to ``params``) for a PointFilter."""
+    if where is None or where.empty:
+        return ""
+    parts = []
+    if where.speakers:
+        params["f_speakers"] = list(where.speakers)
+        parts.append(f"({payload}->>'speaker') = ANY(:f_speakers)")
+    if where.since is not None:
+        params["f_since"] = where.since
+        parts.append(f"({payload}->>'ts')::float >= :f_since")
+    if where.until is not None:
+        params["f_until"] = where.until
+        parts.append(f"({payload}->>'ts')::float <= :f_until")
+    return "".join(f" AND {p}" for p in parts)
+
+
+def _hits(rows: Sequence[Any]) -> list[VectorHit]:
+    out = []
+    for point_id, body, payload, score in rows:
+        data = json.loads(payload) if isinstance(payload, str) else payload
+        out.append(VectorHit(id=point_id, score=float(score), text=body, payload=data))
+    return out

@@ -4,8 +4,9 @@ One Qdrant collection per logical collection (``<prefix>chunks``, ``<prefix>enti
 ``<prefix>communities``), each with
 
 - a named dense vector ``dense`` (cosine, dimension from :meth:`ensure_collection`);
-- a named sparse vector ``sparse`` with ``modifier=IDF``: BM25-style vectors computed here, no
-  model download. Token ids are a stable hash of :func:`lexical_terms` into a 2^31 space; a
+- a named sparse vector ``sparse`` with ``modifier=IDF``: BM25 vectors computed here, no
+  model download. Token ids are a stable hash of :func:`knowledge.lexical.analyze` terms (the
+  same stemmed terms the embedded store's postings hold) into a 2^31 space; a
   document's values are BM25 term-frequency saturation (k1=1.2, b=0.75, a per-collection average
   length constant), a query's are 1.0 per term; Qdrant multiplies in the IDF at query time;
 - a ``room_id`` keyword payload index with ``is_tenant=True`` and HNSW built per tenant
@@ -34,21 +35,28 @@ from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 
-from knowledge.embeddings import lexical_terms
-from knowledge.stores.base import CHUNKS, COMMUNITIES, ENTITIES, VectorHit, VectorRecord
+from knowledge.lexical import analyze, bm25_tf
+from knowledge.stores.base import (
+    CHUNKS,
+    COMMUNITIES,
+    ENTITIES,
+    EVIDENCE,
+    PointFilter,
+    VectorHit,
+    VectorRecord,
+)
 
 DENSE = "dense"
 SPARSE = "sparse"
 # Payload keys the store owns; a record's own payload must not use them.
-RESERVED_KEYS = frozenset({"room_id", "pid", "text"})
+RESERVED_KEYS = frozenset({"room_id", "pid", "text", "terms"})
 
 _POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://coagent.studio/graph/qdrant-point")
 
-# BM25 parameters. Average document length (in lexical terms) per collection: chunks are a few
-# hundred tokens, entity texts a name and a short description, reports a paragraph or two.
-BM25_K1 = 1.2
-BM25_B = 0.75
-AVG_TERMS = {CHUNKS: 200.0, ENTITIES: 24.0, COMMUNITIES: 120.0}
+# Average document length (in lexical terms) per collection: chunks are a few hundred tokens,
+# entity texts a name and a short description, reports a paragraph or two, messages a sentence
+# or two. (Qdrant stores the TF part precomputed, so the average is a constant here.)
+AVG_TERMS = {CHUNKS: 200.0, ENTITIES: 24.0, COMMUNITIES: 120.0, EVIDENCE: 12.0}
 DEFAULT_AVG_TERMS = 100.0
 
 
@@ -65,18 +73,35 @@ def _sparse(weights: dict[int, float]) -> models.SparseVector:
 
 def sparse_document(text: str, avg_terms: float = DEFAULT_AVG_TERMS) -> models.SparseVector:
     """BM25 term-frequency part of a document's terms (IDF is applied by Qdrant)."""
-    terms = lexical_terms(text)
-    length_norm = 1.0 - BM25_B + BM25_B * len(terms) / avg_terms
+    terms = analyze(text)
     weights: dict[int, float] = {}
     for term, tf in Counter(terms).items():
         tid = term_id(term)
         # Two terms hashing to one id (rare) add up, like a shared token would.
-        weights[tid] = weights.get(tid, 0.0) + tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * length_norm)
+        weights[tid] = weights.get(tid, 0.0) + bm25_tf(tf, len(terms), avg_terms)
     return _sparse(weights)
 
 
 def sparse_query(text: str) -> models.SparseVector:
-    return _sparse({term_id(term): 1.0 for term in lexical_terms(text)})
+    return sparse_terms(analyze(text))
+
+
+def sparse_terms(terms: Sequence[str]) -> models.SparseVector:
+    """A query of terms, each weighing 1 (BM25 sums over the query's distinct terms)."""
+    return _sparse({term_id(term): 1.0 for term in terms})
+
+
+def _point_filter(room_id: str, where: PointFilter | None) -> models.Filter:
+    must: list[Any] = [models.FieldCondition(key="room_id", match=models.MatchValue(value=room_id))]
+    if where is not None and where.speakers:
+        must.append(
+            models.FieldCondition(key="speaker", match=models.MatchAny(any=list(where.speakers)))
+        )
+    if where is not None and (where.since is not None or where.until is not None):
+        must.append(
+            models.FieldCondition(key="ts", range=models.Range(gte=where.since, lte=where.until))
+        )
+    return models.Filter(must=must)
 
 
 def point_id(room_id: str, pid: str) -> str:
@@ -168,6 +193,23 @@ class QdrantVectorStore:
                         type=models.KeywordIndexType.KEYWORD, is_tenant=True
                     ),
                 )
+        if collection == EVIDENCE:
+            schema = info.payload_schema or {}
+            with warnings.catch_warnings():
+                if self.local:
+                    warnings.simplefilter("ignore", UserWarning)
+                if "ts" not in schema:
+                    await self.client.create_payload_index(
+                        name, "ts", field_schema=models.PayloadSchemaType.FLOAT
+                    )
+                if "terms" not in schema:
+                    await self.client.create_payload_index(
+                        name, "terms", field_schema=models.PayloadSchemaType.KEYWORD
+                    )
+                if "speaker" not in schema:
+                    await self.client.create_payload_index(
+                        name, "speaker", field_schema=models.PayloadSchemaType.KEYWORD
+                    )
         self._ready[name] = dim
 
     async def _exists(self, collection: str) -> bool:
@@ -188,11 +230,15 @@ class QdrantVectorStore:
             clash = RESERVED_KEYS & r.payload.keys()
             if clash:
                 raise ValueError(f"payload keys {sorted(clash)} are reserved by the vector store")
+            payload = {**r.payload, "room_id": room_id, "pid": r.id, "text": r.text}
+            if collection == EVIDENCE:
+                # Distinct terms, so that document frequencies can be counted (term_stats).
+                payload["terms"] = sorted(set(analyze(r.text)))
             points.append(
                 models.PointStruct(
                     id=point_id(room_id, r.id),
                     vector={DENSE: list(r.vector), SPARSE: sparse_document(r.text, avg_terms)},
-                    payload={**r.payload, "room_id": room_id, "pid": r.id, "text": r.text},
+                    payload=payload,
                 )
             )
         for start in range(0, len(points), self.batch_size):
@@ -249,6 +295,65 @@ class QdrantVectorStore:
         )
         return response.count
 
+    async def search_dense(
+        self,
+        collection: str,
+        room_id: str,
+        vector: list[float],
+        limit: int,
+        where: PointFilter | None = None,
+    ) -> list[VectorHit]:
+        if limit <= 0 or not await self._exists(collection):
+            return []
+        response = await self.client.query_points(
+            self.name(collection),
+            query=list(vector),
+            using=DENSE,
+            query_filter=_point_filter(room_id, where),
+            limit=limit,
+            with_payload=True,
+        )
+        return _hits(response.points)
+
+    async def search_lexical(
+        self,
+        collection: str,
+        room_id: str,
+        terms: Sequence[str],
+        limit: int,
+        where: PointFilter | None = None,
+    ) -> list[VectorHit]:
+        query = sparse_terms(sorted(set(terms)))
+        if limit <= 0 or not query.indices or not await self._exists(collection):
+            return []
+        response = await self.client.query_points(
+            self.name(collection),
+            query=query,
+            using=SPARSE,
+            query_filter=_point_filter(room_id, where),
+            limit=limit,
+            with_payload=True,
+        )
+        return _hits(response.points)
+
+    async def term_stats(
+        self, collection: str, room_id: str, terms: Sequence[str]
+    ) -> tuple[int, dict[str, int]]:
+        if not await self._exists(collection):
+            return 0, {}
+        name = self.name(collection)
+        n = await self.count(collection, room_id)
+        frequencies: dict[str, int] = {}
+        for term in sorted(set(terms)):
+            must = [
+                *_room_filter(room_id).must,  # type: ignore[misc]
+                models.FieldCondition(key="terms", match=models.MatchValue(value=term)),
+            ]
+            response = await self.client.count(name, count_filter=models.Filter(must=must))
+            if response.count:
+                frequencies[term] = response.count
+        return n, frequencies
+
     async def search(
         self,
         collection: str,
@@ -279,11 +384,16 @@ class QdrantVectorStore:
             limit=limit,
             with_payload=True,
         )
-        hits = []
-        for point in response.points:
-            payload = dict(point.payload or {})
-            pid = payload.pop("pid")
-            body = payload.pop("text", "")
-            payload.pop("room_id", None)
-            hits.append(VectorHit(id=pid, score=float(point.score), text=body, payload=payload))
-        return hits
+        return _hits(response.points)
+
+
+def _hits(points: Sequence[Any]) -> list[VectorHit]:
+    hits = []
+    for point in points:
+        payload = dict(point.payload or {})
+        pid = payload.pop("pid")
+        body = payload.pop("text", "")
+        payload.pop("room_id", None)
+        payload.pop("terms", None)
+        hits.append(VectorHit(id=pid, score=float(point.score), text=body, payload=payload))
+    return hits

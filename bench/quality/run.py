@@ -1,0 +1,249 @@
+"""Evidence quality on the golden sets: ours beside a plain BM25 over messages, in one run.
+
+    .venv/bin/python bench/quality/run.py [--sets coriolanus,teamchat] [--per-question]
+
+Each golden set (bench/quality/data/<set>/) is loaded into a fresh room of an embedded
+platform (its own data dir), indexed with the domain layer's steps (chunks, evidence, graph,
+communities, reports: what a Dagster run does), then every question is asked of:
+
+- ``ours``: the product's retrieval (``knowledge.search.find_evidence``, router included),
+  with whatever embedder / LLM / reranker the environment configures (offline by default);
+- ``no-graph``: the same without the graph and report signals;
+- ``no-rerank``: the same with fusion order only;
+- ``bm25``: a plain Okapi BM25 over the messages (lower-cased words, no stemming, no stoplist);
+- ``bm25+an``: the same BM25 with our analyzer (stemming, stoplist), to show what the analyzer
+  alone buys;
+- ``dense``: cosine over message embeddings alone, when a real embedder is configured.
+
+Printed per kind: recall@5, recall@10 and MRR (gold = message numbers of the transcript).
+Nothing is asserted; the numbers go in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(ROOT))
+
+
+KINDS = ["single-hop", "multi-hop", "temporal", "alias", "global"]
+
+
+@dataclass
+class GoldenSet:
+    name: str
+    rows: list  # TranscriptRow
+    artifacts: list[dict]
+    questions: list[dict]
+
+
+def load_set(name: str):  # type: ignore[no-untyped-def]
+    from knowledge.sample import load_sample
+    from knowledge.transcripts import TranscriptRow, read_transcript
+
+    folder = DATA / name
+    questions = [
+        json.loads(line) for line in (folder / "questions.jsonl").read_text().splitlines() if line
+    ]
+    if (folder / "transcript.jsonl").exists():
+        rows = read_transcript(folder / "transcript.jsonl")
+    else:  # the bundled sample room
+        rows = [TranscriptRow(speaker=s.speaker, text=s.text, time=None) for s in load_sample()]
+    artifacts = []
+    if (folder / "artifacts.jsonl").exists():
+        artifacts = [
+            json.loads(line)
+            for line in (folder / "artifacts.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+    return GoldenSet(name, rows, artifacts, questions)
+
+
+def plain_words(text: str) -> list[str]:
+    from knowledge.lexical import words
+
+    return words(text)
+
+
+def metrics(ranked: list[int], gold: list[int]) -> tuple[float, float, float]:
+    wanted = set(gold)
+    r5 = len(wanted & set(ranked[:5])) / len(wanted)
+    r10 = len(wanted & set(ranked[:10])) / len(wanted)
+    mrr = next((1.0 / (i + 1) for i, n in enumerate(ranked[:10]) if n in wanted), 0.0)
+    return r5, r10, mrr
+
+
+async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from dbschema.models import Message
+    from knowledge import rooms
+    from knowledge.indexing import (
+        build_graph,
+        detect_communities,
+        sync_chunks,
+        sync_evidence,
+        write_reports,
+    )
+    from knowledge.lexical import BM25Index
+    from knowledge.retrieval import RetrievalOptions
+    from knowledge.search import find_evidence
+    from knowledge.transcripts import import_transcript
+
+    async with platform.session() as session:
+        course = await rooms.create_course(session, f"bench {golden.name}")
+        room = await rooms.create_room(session, course.id, golden.name)
+        result = await import_transcript(
+            session, room.id, golden.rows, platform.settings.max_message_chars
+        )
+        for artifact in golden.artifacts:
+            await rooms.create_artifact(
+                session,
+                room.id,
+                artifact["title"],
+                artifact["content"],
+                platform.settings.max_artifact_chars,
+            )
+        await session.commit()
+        ids = (
+            (
+                await session.execute(
+                    select(Message.id).where(Message.room_id == room.id).order_by(Message.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    room_id = str(room.id)
+    number_of = {mid: n for n, mid in enumerate(ids, start=1)}
+    started = time.perf_counter()
+    await sync_chunks(platform, room_id)
+    await sync_evidence(platform, room_id)
+    graph = await build_graph(platform, room_id)
+    await detect_communities(platform, room_id)
+    await write_reports(platform, room_id)
+    build_seconds = time.perf_counter() - started
+    print(
+        f"\n== {golden.name}: {result.messages} messages, {len(golden.artifacts)} artifacts, "
+        f"{len(golden.questions)} questions; {graph.entities} entities; "
+        f"indexed in {build_seconds:.1f} s",
+        flush=True,
+    )
+
+    texts = [r.text for r in golden.rows]
+    plain = BM25Index(texts, tokenize=plain_words)
+    analyzed = BM25Index(texts)
+    systems: dict[str, RetrievalOptions | None] = {
+        "ours": RetrievalOptions(),
+        "no-graph": RetrievalOptions(
+            signals=frozenset({"lexical", "dense", "context", "speaker", "time"})
+        ),
+        "no-rerank": RetrievalOptions(rerank="none"),
+    }
+    if platform.embedder.semantic:
+        systems["dense"] = RetrievalOptions(signals=frozenset({"dense"}), rerank="none")
+    scores: dict[str, dict[str, list[tuple[float, float, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    latencies: list[float] = []
+    for q in golden.questions:
+        gold = q["gold"]
+        row = {}
+        for name, index in (("bm25", plain), ("bm25+an", analyzed)):
+            ranked = [d.index + 1 for d in index.search(q["question"], 10)]
+            row[name] = metrics(ranked, gold)
+        for name, options in systems.items():
+            t0 = time.perf_counter()
+            retrieval = await find_evidence(platform, room_id, q["question"], 10, options)
+            if name == "ours":
+                latencies.append(time.perf_counter() - t0)
+            ranked = [
+                number_of[int(e.id)]
+                for e in retrieval.evidence
+                if e.kind == "message" and int(e.id) in number_of
+            ]
+            row[name] = metrics(ranked, gold)
+            if per_question and name == "ours":
+                print(
+                    f"  {q['id']} {q['kind']:<10} R@10 ours {row['ours'][1]:.2f} "
+                    f"bm25 {row['bm25'][1]:.2f}  gold {gold} got {ranked}"
+                )
+        for name, value in row.items():
+            scores[name][q["kind"]].append(value)
+            scores[name]["all"].append(value)
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))] * 1000
+    print(f"   retrieval latency in-process (ours): p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+    return scores
+
+
+def print_tables(scores: dict) -> None:  # type: ignore[type-arg]
+    names = ["ours", "no-graph", "no-rerank", "bm25", "bm25+an"] + (
+        ["dense"] if "dense" in scores else []
+    )
+    present = {k for per in scores.values() for k in per if k != "all"}
+    kinds = [k for k in KINDS if k in present] + sorted(present - set(KINDS)) + ["all"]
+    for metric, label in ((1, "recall@10"), (0, "recall@5"), (2, "MRR@10")):
+        header = f"   {label:<12}{'n':>4}" + "".join(f"{n:>11}" for n in names)
+        if metric == 1:
+            header += f"{'ours-bm25':>11}"
+        print(header)
+        for kind in kinds:
+            values = {n: scores[n][kind] for n in names}
+            count = len(values["ours"])
+            means = {n: sum(v[metric] for v in vals) / len(vals) for n, vals in values.items()}
+            line = f"   {kind:<12}{count:>4}" + "".join(f"{means[n]:>11.3f}" for n in names)
+            if metric == 1:
+                line += f"{means['ours'] - means['bm25']:>+11.3f}"
+            print(line)
+        print()
+
+
+async def main(args: argparse.Namespace) -> None:
+    from dbschema.migrate import upgrade
+    from knowledge.platform import open_platform, sync_engine
+    from knowledge.settings import get_settings
+
+    settings = get_settings()
+    engine = sync_engine(settings)
+    upgrade(engine)
+    engine.dispose()
+    print(
+        f"embedder: {'model' if settings.uses_llm else 'offline hashing (dense signal off)'}; "
+        f"LLM: {settings.llm_chat_model if settings.uses_llm else 'none'}; "
+        f"reranker: {'http ' + settings.rerank_url if settings.rerank_url else 'offline'}"
+    )
+    async with open_platform(settings) as platform:
+        for name in args.sets.split(","):
+            if not (DATA / name / "questions.jsonl").exists():
+                print(f"(no golden set {name!r} in {DATA})")
+                continue
+            print_tables(await run_set(platform, load_set(name), args.per_question))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sets", default="coriolanus,teamchat")
+    parser.add_argument("--per-question", action="store_true")
+    parsed = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="cgq-", dir="/tmp"))
+    os.environ["COAGENT_DATA_DIR"] = str(data_dir)
+    for var in ("DATABASE_URL", "POSTGRES_SERVER", "NEO4J_URI", "QDRANT_URL"):
+        os.environ.pop(var, None)
+    try:
+        asyncio.run(main(parsed))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

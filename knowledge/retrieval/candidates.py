@@ -1,0 +1,241 @@
+"""Candidate generators: each proposes ranked units of evidence and says which signal found them.
+
+- ``lexical``: BM25 over every message and artifact passage (the evidence index);
+- ``dense``: cosine over message embeddings (speaker + text), when the embedder is a real model;
+- ``context``: the turns just before and after the best lexical hits (a short reply such as
+  "yes, Thursday works" is evidence for the question its neighbour asked);
+- ``graph``: entities the question names (by name, alias or vector) and their neighbours → the
+  messages that mention them or were said by them, weighted by match, relationship weight and
+  how rare the entity is;
+- ``speaker``: BM25 within the messages of a speaker the question names;
+- ``time``: BM25 within the window of time the question names (or the newest / oldest messages
+  on the topic when it asks for the latest or the first);
+- ``reports``: community reports that match the question → their entities' messages (global).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from dbschema.models import RoomChunk
+from knowledge.graph import RoomGraph
+from knowledge.indexing import message_unit_id, passage_unit_id
+from knowledge.platform import Platform
+from knowledge.retrieval.query import QueryPlan
+from knowledge.rooms import messages_by_ids
+from knowledge.stores.base import COMMUNITIES, ENTITIES, EVIDENCE, PointFilter, VectorHit
+
+
+@dataclass(frozen=True)
+class Candidate:
+    unit_id: str
+    score: float
+
+
+@dataclass
+class CandidateList:
+    """One generator's ranked proposals, best first, and a note of what it did."""
+
+    signal: str
+    candidates: list[Candidate] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class SearchContext:
+    platform: Platform
+    room_id: str
+    plan: QueryPlan
+    depth: int
+    query_vector: list[float] | None = None
+    #: Filled by the graph generator: the subgraph around the question's entities.
+    subgraph: RoomGraph | None = None
+    focus: list[str] = field(default_factory=list)
+    #: Filled by the reports generator: community ids of the reports it used.
+    report_ids: list[str] = field(default_factory=list)
+
+
+def _from_hits(signal: str, hits: Sequence[VectorHit], note: str = "") -> CandidateList:
+    return CandidateList(signal, [Candidate(h.id, h.score) for h in hits], note)
+
+
+async def lexical(ctx: SearchContext) -> CandidateList:
+    hits = await ctx.platform.vectors.search_lexical(
+        EVIDENCE, ctx.room_id, ctx.plan.terms, ctx.depth
+    )
+    return _from_hits("lexical", hits, f"BM25 over {len(set(ctx.plan.terms))} terms")
+
+
+async def dense(ctx: SearchContext) -> CandidateList:
+    if ctx.query_vector is None:
+        ctx.query_vector = (await ctx.platform.embedder.embed([ctx.plan.question]))[0]
+    hits = await ctx.platform.vectors.search_dense(
+        EVIDENCE, ctx.room_id, ctx.query_vector, ctx.depth
+    )
+    return _from_hits("dense", hits, ctx.platform.embedder.name)
+
+
+async def context_turns(
+    ctx: SearchContext, lexical_hits: CandidateList, neighbours: dict[str, tuple[int | None, ...]]
+) -> CandidateList:
+    """The neighbours of the top lexical hits, in the hits' order, half their score."""
+    out: dict[str, float] = {}
+    for candidate in lexical_hits.candidates[:20]:
+        for mid in neighbours.get(candidate.unit_id, ()):
+            if mid is None:
+                continue
+            uid = message_unit_id(mid)
+            if uid not in out:
+                out[uid] = candidate.score * 0.5
+    ranked = sorted(out.items(), key=lambda s: -s[1])
+    return CandidateList("context", [Candidate(u, s) for u, s in ranked], "turns around hits")
+
+
+async def speaker(ctx: SearchContext) -> CandidateList:
+    if not ctx.plan.speakers:
+        return CandidateList("speaker", note="no speaker named")
+    where = PointFilter(speakers=tuple(ctx.plan.speakers))
+    # The speaker's own name says little about what they said: leave it out of the terms.
+    name_terms = {t for s in ctx.plan.speakers for t in _terms_of(s)}
+    terms = [t for t in ctx.plan.terms if t not in name_terms] or ctx.plan.terms
+    hits = await ctx.platform.vectors.search_lexical(EVIDENCE, ctx.room_id, terms, ctx.depth, where)
+    return _from_hits("speaker", hits, "messages of " + ", ".join(ctx.plan.speakers))
+
+
+async def time_window(ctx: SearchContext) -> CandidateList:
+    intent = ctx.plan.time
+    if not intent.has_window:
+        return CandidateList("time", note="no time window")
+    assert intent.since is not None and intent.until is not None
+    where = PointFilter(since=intent.since.timestamp(), until=intent.until.timestamp() - 1e-3)
+    hits = await ctx.platform.vectors.search_lexical(
+        EVIDENCE, ctx.room_id, ctx.plan.terms, ctx.depth, where
+    )
+    return _from_hits(
+        "time", hits, f"{intent.since.date()} … {intent.until.date()} ({intent.phrase!r})"
+    )
+
+
+def _terms_of(text: str) -> list[str]:
+    from knowledge.lexical import analyze
+
+    return analyze(text)
+
+
+def _form_pattern(forms: Sequence[str]) -> re.Pattern[str]:
+    alternatives = sorted({re.escape(f) for f in forms if f}, key=len, reverse=True)
+    return re.compile(r"(?<![\w])(?:" + "|".join(alternatives) + r")(?![\w])", re.IGNORECASE)
+
+
+async def graph(
+    ctx: SearchContext,
+    aliases_of: dict[str, list[str]],
+    seed_weights: dict[str, float] | None = None,
+    signal: str = "graph",
+    max_chunks: int = 80,
+) -> CandidateList:
+    """Messages of the entities around the question, scored by entity weight × rarity."""
+    platform, room_id = ctx.platform, ctx.room_id
+    seeds = dict(seed_weights or {})
+    if seed_weights is None:
+        for name in ctx.plan.entities:
+            seeds[name] = 1.0
+        if ctx.query_vector is None:
+            ctx.query_vector = (await platform.embedder.embed([ctx.plan.question]))[0]
+        hits = await platform.vectors.search(
+            ENTITIES, room_id, ctx.plan.question, ctx.query_vector, limit=5
+        )
+        for rank, hit in enumerate(hits):
+            seeds.setdefault(hit.id, 0.5 / (1 + rank))
+    if not seeds:
+        return CandidateList(signal, note="no entity matched")
+    sub = await platform.graph.neighbourhood(room_id, list(seeds), hops=1, limit=40)
+    by_name = {e.name: e for e in sub.entities}
+    weights = {name: w for name, w in seeds.items() if name in by_name}
+    # Neighbours weigh by their relationship to the seeds, relative to the strongest one.
+    strongest = max((r.weight for r in sub.relationships), default=1.0) or 1.0
+    for rel in sub.relationships:
+        for a, b in ((rel.source, rel.target), (rel.target, rel.source)):
+            if a in seeds and b in by_name and b not in seeds:
+                w = 0.3 * seeds[a] * math.sqrt(rel.weight / strongest)
+                weights[b] = max(weights.get(b, 0.0), w)
+    top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:15]
+    ctx.subgraph, ctx.focus = sub, [n for n, _ in top if n in seeds][:5]
+    # Chunks supporting the most (and strongest) entities first.
+    chunk_votes: dict[str, float] = {}
+    for name, w in top:
+        for cid in by_name[name].source_chunk_ids:
+            chunk_votes[cid] = chunk_votes.get(cid, 0.0) + w
+    chunk_ids = [c for c, _ in sorted(chunk_votes.items(), key=lambda kv: -kv[1])][:max_chunks]
+    async with platform.session() as session:
+        rows = (
+            await session.execute(
+                select(RoomChunk.id, RoomChunk.message_ids, RoomChunk.artifact_id).where(
+                    RoomChunk.room_id == room_id, RoomChunk.id.in_(chunk_ids)
+                )
+            )
+        ).all()
+        message_ids = sorted({mid for r in rows for mid in (r[1] or [])})
+        messages = await messages_by_ids(session, room_id, message_ids)
+    patterns = {
+        name: _form_pattern([name, by_name[name].display_name, *aliases_of.get(name, [])])
+        for name, _ in top
+    }
+    hits_of: dict[str, list[str]] = {name: [] for name, _ in top}
+    for m in messages:
+        speaker_key = " ".join(m.speaker.lower().split())
+        for name, pattern in patterns.items():
+            if speaker_key == name or pattern.search(m.content):
+                hits_of[name].append(message_unit_id(m.id))
+    scores: dict[str, float] = {}
+    n = max(1, len(messages))
+    for name, w in top:
+        units = hits_of[name]
+        if not units:
+            continue
+        rarity = math.log(1.0 + n / len(units))
+        for uid in units:
+            scores[uid] = scores.get(uid, 0.0) + w * rarity
+    for cid, _, artifact_id in rows:
+        if artifact_id:
+            uid = passage_unit_id(cid)
+            scores[uid] = max(scores.get(uid, 0.0), chunk_votes.get(cid, 0.0))
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: ctx.depth]
+    return CandidateList(
+        signal,
+        [Candidate(u, s) for u, s in ranked],
+        f"{len(seeds)} seeds, {len(top)} entities, {len(chunk_ids)} chunks",
+    )
+
+
+async def reports(ctx: SearchContext, aliases_of: dict[str, list[str]]) -> CandidateList:
+    """Community reports that match the question → messages of their member entities."""
+    platform = ctx.platform
+    if ctx.query_vector is None:
+        ctx.query_vector = (await platform.embedder.embed([ctx.plan.question]))[0]
+    hits = await platform.vectors.search(
+        COMMUNITIES, ctx.room_id, ctx.plan.question, ctx.query_vector, limit=4
+    )
+    if not hits:
+        return CandidateList("reports", note="no community report matched")
+    communities = {c.id: c for c in await platform.graph.get_communities(ctx.room_id)}
+    seeds: dict[str, float] = {}
+    used = []
+    for rank, hit in enumerate(hits):
+        community = communities.get(hit.id)
+        if community is None:
+            continue
+        used.append(hit.id)
+        for name in community.entity_names[:12]:
+            seeds[name] = max(seeds.get(name, 0.0), 1.0 / (1 + rank))
+    ctx.report_ids = used
+    saved = (ctx.subgraph, ctx.focus)
+    found = await graph(ctx, aliases_of, seeds, signal="reports")
+    ctx.subgraph, ctx.focus = saved if saved[0] is not None else (ctx.subgraph, ctx.focus)
+    found.note = f"{len(used)} reports; " + found.note
+    return found

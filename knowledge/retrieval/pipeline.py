@@ -1,0 +1,302 @@
+"""The retrieval pipeline: plan → candidates → fusion → rerank → ranked evidence.
+
+``retrieve`` is what the answer routes, the agents and the API's ``mode=evidence`` call. Each
+stage reports what it found and how long it took (``Retrieval.stages``), so a poor answer can be
+traced to the stage that missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+
+from dbschema.models import EntityAlias
+from knowledge.graph import RoomGraph
+from knowledge.platform import Platform
+from knowledge.retrieval import candidates as gen
+from knowledge.retrieval.candidates import CandidateList, SearchContext
+from knowledge.retrieval.fusion import fuse
+from knowledge.retrieval.query import QueryPlan, plan_query
+from knowledge.retrieval.rerank import (
+    HttpReranker,
+    LLMReranker,
+    OfflineReranker,
+    Reranker,
+    RerankError,
+    RerankItem,
+)
+from knowledge.retrieval.units import Unit, load_units, message_id_of, room_timeline
+from knowledge.rooms import get_room
+from knowledge.stores.base import EVIDENCE
+from knowledge.text import excerpt
+
+log = logging.getLogger(__name__)
+
+SIGNALS = ("lexical", "dense", "context", "graph", "speaker", "time", "reports")
+#: Fusion weights. Lexical and dense are the primary text signals; the others add units the
+#: text signals rank low (replies, aliases, a speaker's or a week's messages).
+DEFAULT_WEIGHTS = {
+    "lexical": 1.0,
+    "dense": 1.0,
+    "context": 0.3,
+    "graph": 0.6,
+    "speaker": 0.8,
+    "time": 1.0,
+    "reports": 0.4,
+}
+MAX_TOP_K = 50
+_EXCERPT_CHARS = 300
+
+
+@dataclass(frozen=True)
+class RetrievalOptions:
+    #: Generators to run; ``dense`` runs only with a real embedding model unless forced.
+    signals: frozenset[str] = frozenset(SIGNALS)
+    #: "auto" (HTTP reranker if RERANK_URL, else offline), "offline", "http", "llm", "none".
+    rerank: str = "auto"
+    #: Include the community-report generator (the global route sets it).
+    reports: bool = False
+    force_dense: bool = False
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+
+@dataclass
+class Evidence:
+    kind: str  # "message" or "artifact"
+    id: str  # message id, or artifact id
+    unit_id: str
+    score: float
+    #: signal -> 1-based rank in that generator's list (the signals that found it).
+    signals: dict[str, int]
+    speaker: str | None
+    time: datetime | None
+    text: str
+
+    @property
+    def excerpt(self) -> str:
+        return excerpt(self.text, _EXCERPT_CHARS)
+
+
+@dataclass
+class StageReport:
+    stage: str
+    found: int
+    seconds: float
+    note: str = ""
+
+
+@dataclass
+class Retrieval:
+    question: str
+    plan: QueryPlan
+    evidence: list[Evidence]
+    stages: list[StageReport]
+    #: Units by id (the evidence and their neighbouring turns), for building context.
+    units: dict[str, Unit]
+    subgraph: RoomGraph | None = None
+    focus: list[str] = field(default_factory=list)
+    report_ids: list[str] = field(default_factory=list)
+    reranker: str = "none"
+    seconds: float = 0.0
+
+
+async def load_aliases(platform: Platform, room_id: str) -> dict[str, str]:
+    """alias -> canonical entity name, for the room (written by entity resolution)."""
+    async with platform.session() as session:
+        rows = await session.execute(
+            select(EntityAlias.alias, EntityAlias.canonical).where(EntityAlias.room_id == room_id)
+        )
+        return {alias: canonical for alias, canonical in rows}
+
+
+def make_reranker(platform: Platform, choice: str, idf: dict[str, float]) -> Reranker | None:
+    settings = platform.settings
+    if choice == "auto":
+        choice = "http" if settings.rerank_url else "offline"
+    if choice == "none":
+        return None
+    if choice == "http":
+        if not settings.rerank_url:
+            raise ValueError("rerank=http needs RERANK_URL")
+        return HttpReranker(
+            settings.rerank_url,
+            settings.rerank_model,
+            settings.rerank_api_key,
+            settings.rerank_timeout_seconds,
+        )
+    if choice == "llm":
+        if platform.llm is None:
+            raise ValueError("rerank=llm needs an LLM (OPENAI_API_KEY)")
+        return LLMReranker(platform.llm)
+    return OfflineReranker(idf)
+
+
+async def _timed(
+    stages: list[StageReport], name: str, work: Awaitable[CandidateList]
+) -> CandidateList:
+    started = time.perf_counter()
+    found = await work
+    stages.append(
+        StageReport(name, len(found.candidates), time.perf_counter() - started, found.note)
+    )
+    return found
+
+
+async def retrieve(
+    platform: Platform,
+    room_id: str,
+    question: str,
+    top_k: int = 10,
+    options: RetrievalOptions | None = None,
+) -> Retrieval:
+    """The room's best units of evidence for ``question``, ranked (at most ``top_k``)."""
+    started = time.perf_counter()
+    options = options or RetrievalOptions()
+    top_k = max(1, min(top_k, MAX_TOP_K))
+    stages: list[StageReport] = []
+    async with platform.session() as session:
+        await get_room(session, room_id)
+
+    # Plan: what the question names.
+    t0 = time.perf_counter()
+    timeline_end, speakers = await room_timeline(platform, room_id)
+    aliases = await load_aliases(platform, room_id)
+    names = set(await platform.graph.entity_names(room_id))
+    plan = plan_query(question, names, aliases, speakers, timeline_end)
+    aliases_of: dict[str, list[str]] = {}
+    for alias, canonical in aliases.items():
+        aliases_of.setdefault(canonical, []).append(alias)
+    stages.append(
+        StageReport(
+            "plan",
+            len(plan.entities) + len(plan.speakers),
+            time.perf_counter() - t0,
+            f"entities={plan.entities} speakers={plan.speakers} "
+            f"window={plan.time.phrase or '-'} direction={plan.time.direction}",
+        )
+    )
+
+    depth = max(50, top_k * 5)
+    ctx = SearchContext(platform, room_id, plan, depth)
+    enabled = options.signals
+    lists: list[CandidateList] = []
+    lexical = await _timed(stages, "lexical", gen.lexical(ctx))
+    lists.append(lexical)
+
+    units = await load_units(platform, room_id, [c.unit_id for c in lexical.candidates[:20]])
+    neighbours = {uid: (u.previous_id, u.next_id) for uid, u in units.items()}
+    jobs: list[tuple[str, Callable[[], Awaitable[CandidateList]]]] = []
+    if "context" in enabled:
+        jobs.append(("context", lambda: gen.context_turns(ctx, lexical, neighbours)))
+    if "dense" in enabled and (platform.embedder.semantic or options.force_dense):
+        jobs.append(("dense", lambda: gen.dense(ctx)))
+    if "graph" in enabled:
+        jobs.append(("graph", lambda: gen.graph(ctx, aliases_of)))
+    if "speaker" in enabled:
+        jobs.append(("speaker", lambda: gen.speaker(ctx)))
+    if "time" in enabled:
+        jobs.append(("time", lambda: gen.time_window(ctx)))
+    # Sequential: the generators share the connection pool and the event loop; each is a few
+    # milliseconds of SQL, so running them together would gain little.
+    for name, job in jobs:
+        lists.append(await _timed(stages, name, job()))
+    if options.reports and "reports" in enabled:
+        lists.append(await _timed(stages, "reports", gen.reports(ctx, aliases_of)))
+
+    # Fusion.
+    t0 = time.perf_counter()
+    weights = dict(options.weights)
+    if plan.speakers and not plan.speech:
+        weights["speaker"] = weights.get("speaker", 0.0) * 0.4
+    fused = fuse(lists, weights)
+    stages.append(StageReport("fusion", len(fused), time.perf_counter() - t0))
+    pool = fused[: max(top_k * 3, 40)]
+
+    # Units and their neighbouring turns.
+    t0 = time.perf_counter()
+    units.update(
+        await load_units(platform, room_id, [f.unit_id for f in pool if f.unit_id not in units])
+    )
+    wanted_neighbours = {
+        f"m:{mid}"
+        for f in pool
+        if (u := units.get(f.unit_id)) is not None
+        for mid in (u.previous_id, u.next_id)
+        if mid is not None
+    }
+    units.update(
+        await load_units(platform, room_id, [u for u in wanted_neighbours if u not in units])
+    )
+    items = [
+        RerankItem(
+            fused=f,
+            unit=units[f.unit_id],
+            neighbours=tuple(
+                units[f"m:{mid}"].text
+                for mid in (units[f.unit_id].previous_id, units[f.unit_id].next_id)
+                if mid is not None and f"m:{mid}" in units
+            ),
+        )
+        for f in pool
+        if f.unit_id in units  # deleted since the index was refreshed: never evidence
+    ]
+    stages.append(StageReport("load", len(items), time.perf_counter() - t0))
+
+    # Rerank.
+    t0 = time.perf_counter()
+    reranker_name = "none"
+    order = list(range(len(items)))
+    if options.rerank != "none" and items:
+        n_docs, frequencies = await platform.vectors.term_stats(EVIDENCE, room_id, plan.terms)
+        reranker = make_reranker(
+            platform, options.rerank, OfflineReranker.idf_from_stats(n_docs, frequencies)
+        )
+        if reranker is not None:
+            try:
+                scores = await reranker.scores(plan, items)
+                order.sort(key=lambda i: (-scores[i], i))
+                reranker_name = reranker.name
+            except RerankError as error:
+                # A reranker that is down must not take answers down: keep the fused order.
+                log.warning("rerank failed, keeping the fused order: %s", error)
+                reranker_name = f"{reranker.name} (failed: fused order kept)"
+    stages.append(StageReport("rerank", len(items), time.perf_counter() - t0, reranker_name))
+
+    evidence = []
+    for position, index in enumerate(order[:top_k]):
+        item = items[index]
+        unit = item.unit
+        evidence.append(
+            Evidence(
+                kind=unit.kind,
+                id=unit.ref,
+                unit_id=unit.unit_id,
+                # A rank-derived score in (0, 1]: comparable across rerankers.
+                score=round(1.0 / (1.0 + position), 4),
+                signals=dict(item.fused.ranks),
+                speaker=unit.speaker,
+                time=unit.time,
+                text=unit.text,
+            )
+        )
+    return Retrieval(
+        question=question,
+        plan=plan,
+        evidence=evidence,
+        stages=stages,
+        units=units,
+        subgraph=ctx.subgraph,
+        focus=ctx.focus,
+        report_ids=ctx.report_ids,
+        reranker=reranker_name,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def cited_message_ids(retrieval: Retrieval) -> list[int]:
+    return [mid for e in retrieval.evidence if (mid := message_id_of(e.unit_id)) is not None]

@@ -1,0 +1,106 @@
+"""Reading a question: its terms, the entities and speakers it names, its time intent.
+
+Everything later stages need to know about the question is computed here, once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from knowledge.extraction.stopwords import STOPWORDS
+from knowledge.graph import normalize_name
+from knowledge.lexical import RETRIEVAL_STOPWORDS, analyze, words
+from knowledge.retrieval.timeparse import TimeIntent, parse_time_intent
+
+_MAX_NAME_WORDS = 4
+_SPEECH_CUES = re.compile(
+    r"\b(say|says|said|tell|tells|told|ask|asks|asked|suggest\w*|propos\w*|think|thinks|thought|"
+    r"mention\w*|repl\w*|answer\w*|promis\w*|complain\w*|argu\w*|claim\w*|want\w*|"
+    r"recommend\w*|offer\w*|warn\w*|report\w*|share\w*|announc\w*|according to|"
+    r"(?:his|her|their) (?:view|opinion|take)|\w+'s (?:view|opinion|take|answer|reply))\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    question: str
+    #: Analyzed terms of the question (stemmed, stopwords removed), minus the time phrase.
+    terms: list[str]
+    #: Entity names (canonical, lower-case) the question names, directly or by an alias.
+    entities: list[str]
+    #: The surface forms that matched each entity (for highlighting and reranking).
+    entity_forms: dict[str, list[str]]
+    #: Display names of room speakers the question names (by full name, part or alias).
+    speakers: list[str]
+    #: Whether the question asks what someone said (speaker names then weigh more).
+    speech: bool
+    time: TimeIntent = field(default_factory=TimeIntent)
+
+
+def mentioned_entities(question: str, names: set[str]) -> list[str]:
+    """Entity names the question mentions, longest first.
+
+    Whole-word matches of a full name first; a capitalized question word that is no full name
+    ("Zenobia") then picks the shortest entity names containing it ("zenobia of palmyra").
+    """
+    raw = re.findall(r"[^\W_][\w'’-]*", question)
+    lowered = [w.lower() for w in raw]
+    found: list[str] = []
+    for size in range(_MAX_NAME_WORDS, 0, -1):
+        for i in range(len(lowered) - size + 1):
+            candidate = normalize_name(" ".join(lowered[i : i + size]))
+            if candidate in names and not any(candidate in f.split() for f in found):
+                found.append(candidate)
+    covered = {w for name in found for w in name.split()}
+    for word in raw[1:]:
+        lower = word.lower()
+        if not word[:1].isupper() or lower in covered or lower in STOPWORDS:
+            continue
+        containing = sorted((n for n in names if lower in n.split()), key=lambda n: (len(n), n))
+        found += containing[:2]
+        covered.add(lower)
+    return found
+
+
+def _speaker_forms(speaker: str) -> set[str]:
+    """How a question may name a speaker: the full name, and each part that is a name."""
+    parts = [w for w in words(speaker) if len(w) >= 3 and w not in RETRIEVAL_STOPWORDS]
+    forms = {" ".join(words(speaker))}
+    if len(parts) > 1:
+        forms |= {p for p in parts if p not in STOPWORDS}
+    return {f for f in forms if f}
+
+
+def plan_query(
+    question: str,
+    entity_names: set[str],
+    aliases: dict[str, str],
+    speakers: list[str],
+    timeline_end: datetime | None,
+) -> QueryPlan:
+    """``aliases`` maps an alias (lower-case) to its canonical entity name."""
+    intent = parse_time_intent(question, timeline_end)
+    topic = question.replace(intent.phrase, " ") if intent.phrase else question
+    known = entity_names | set(aliases)
+    forms: dict[str, list[str]] = {}
+    for name in mentioned_entities(question, known):
+        canonical = aliases.get(name, name)
+        forms.setdefault(canonical, []).append(name)
+    question_words = " " + " ".join(words(question)) + " "
+    named_speakers = []
+    for speaker in speakers:
+        key = normalize_name(speaker)
+        if any(f" {form} " in question_words for form in _speaker_forms(speaker)) or (key in forms):
+            named_speakers.append(speaker)
+    return QueryPlan(
+        question=question,
+        terms=analyze(topic),
+        entities=list(forms),
+        entity_forms=forms,
+        speakers=named_speakers,
+        speech=bool(_SPEECH_CUES.search(question)),
+        time=intent,
+    )
