@@ -80,6 +80,87 @@ def cmd_materialize(args: argparse.Namespace) -> None:
     say(f"Run {outcome.run_id} succeeded in {outcome.seconds:.1f} s")
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    """Import a transcript file into a room, then ask for the room's refresh."""
+    from pathlib import Path
+
+    from knowledge.platform import open_platform
+    from knowledge.transcripts import ImportResult, import_transcript, read_transcript
+
+    settings = _settings()
+    path = Path(args.file)
+    rows = read_transcript(path, settings.max_message_chars)  # a bad file stops here
+    _prepare_database(settings)
+
+    async def load() -> ImportResult:
+        async with open_platform(settings) as platform, platform.session() as session:
+            result = await import_transcript(session, args.room, rows, settings.max_message_chars)
+            await session.commit()
+            return result
+
+    with step(f"Importing {path.name}"):
+        result = asyncio.run(load())
+    span = ""
+    if result.first_time is not None and result.last_time is not None:
+        span = f", {result.first_time.isoformat()} to {result.last_time.isoformat()}"
+    say(
+        f"Imported {result.messages} messages from {result.speakers} speakers "
+        f"({result.new_users} new users) into room {result.room_id}"
+        f" (message ids {result.first_message_id}-{result.last_message_id}{span})"
+    )
+    _request_refresh(settings, str(result.room_id))
+
+
+def _request_refresh(settings, room_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Append ``room.rebuild_requested`` (full=false), as ``POST …/graph/build`` does; the
+    Dagster sensor refreshes the room. Redis unreachable: say how the room gets indexed."""
+    from redis.asyncio import Redis
+
+    from knowledge.platform import redis_url
+    from realtime.events import RoomRebuildRequested
+    from realtime.publisher import EventPublisher
+
+    async def publish(url: str) -> str:
+        redis = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            publisher = EventPublisher(redis, maxlen=settings.events_stream_maxlen)
+            return await publisher.publish(RoomRebuildRequested(room_id=room_id, full=False))
+        finally:
+            await redis.aclose()
+
+    try:
+        entry = asyncio.run(publish(redis_url(settings)))
+    except Exception as error:
+        say(
+            f"Could not reach Redis ({error}): the room will be indexed at its next refresh, "
+            f"or run `coagent materialize --room {room_id}`"
+        )
+        return
+    say(f"Asked for a refresh of the room (event {entry} on the graphrag:events stream)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """Write a room's graph as GraphRAG output tables (Parquet) into a folder."""
+    from pathlib import Path
+
+    from knowledge.export import export_room
+    from knowledge.platform import open_platform
+
+    settings = _settings()
+    _prepare_database(settings)
+    out = Path(args.dir)
+
+    async def export() -> dict[str, int]:
+        async with open_platform(settings) as platform:
+            return await export_room(platform, args.room, out)
+
+    with step(f"Exporting room {args.room}"):
+        counts = asyncio.run(export())
+    for name, rows in counts.items():
+        say(f"  {name + '.parquet':<26} {rows:>6} rows")
+    say(f"Wrote {len(counts)} tables in GraphRAG's output layout to {out}")
+
+
 def cmd_ask(args: argparse.Namespace) -> None:
     from knowledge.platform import open_platform
     from knowledge.search import Route, answer_question
@@ -189,6 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(func=cmd_serve)
+    imp = sub.add_parser(
+        "import", help="import a transcript (.jsonl, .ndjson, .csv, .parquet) into a room"
+    )
+    imp.add_argument("room", help="room id")
+    imp.add_argument("file", help="columns speaker, text; optional time, kind (human|agent)")
+    imp.set_defaults(func=cmd_import)
+    export = sub.add_parser(
+        "export", help="write a room's graph as GraphRAG output Parquet tables into DIR"
+    )
+    export.add_argument("room", help="room id")
+    export.add_argument("dir", help="output folder (created)")
+    export.set_defaults(func=cmd_export)
     ask = sub.add_parser("ask", help="ask a question about a room")
     ask.add_argument("--room", required=True, help="room id")
     ask.add_argument("--route", choices=["global", "local"], help="force a search route")

@@ -215,7 +215,7 @@ async def load_room_sources(
     """The live messages (time order) and artifacts of a room, as the chunker takes them."""
     room = await get_room(session, room_id)
     rows = await session.execute(
-        select(Message.id, Message.content, Message.author_kind, User.full_name)
+        select(Message.id, Message.content, Message.author_kind, User.full_name, Message.created_at)
         .outerjoin(User, User.id == Message.author_id)
         .where(Message.room_id == room.id, Message.deleted_at.is_(None))
         .order_by(Message.created_at, Message.id)
@@ -225,8 +225,9 @@ async def load_room_sources(
             id=mid,
             speaker=name or (AGENT_SPEAKER if kind == AuthorKind.agent else "Unknown"),
             content=content,
+            created_at=created_at,
         )
-        for mid, content, kind, name in rows
+        for mid, content, kind, name, created_at in rows
     ]
     art_rows = await session.execute(
         select(Artifact.id, Artifact.title, Artifact.content)
@@ -242,6 +243,7 @@ class CitedMessage:
     id: int
     speaker: str
     content: str
+    created_at: datetime | None = None
 
 
 async def messages_by_ids(
@@ -250,7 +252,7 @@ async def messages_by_ids(
     if not ids:
         return []
     rows = await session.execute(
-        select(Message.id, Message.content, User.full_name, Message.author_kind)
+        select(Message.id, Message.content, User.full_name, Message.author_kind, Message.created_at)
         .outerjoin(User, User.id == Message.author_id)
         .where(
             Message.room_id == parse_room_id(room_id),
@@ -264,8 +266,9 @@ async def messages_by_ids(
             id=mid,
             speaker=name or (AGENT_SPEAKER if kind == AuthorKind.agent else "Unknown"),
             content=content,
+            created_at=created_at,
         )
-        for mid, content, name, kind in rows
+        for mid, content, name, kind, created_at in rows
     ]
 
 

@@ -88,6 +88,10 @@ class PayloadTooLarge(ApiError):
     status_code = 413
 
 
+class Unprocessable(ApiError):
+    status_code = 422
+
+
 class TooManyRequests(ApiError):
     status_code = 429
 

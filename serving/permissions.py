@@ -42,6 +42,7 @@ class Action(enum.StrEnum):
     MESSAGE_POST = "message:post"
     MESSAGE_EDIT = "message:edit"
     MESSAGE_DELETE = "message:delete"
+    MESSAGE_IMPORT = "message:import"  # bulk transcript import: admins only
     ARTIFACT_CREATE = "artifact:create"
     ARTIFACT_UPDATE = "artifact:update"
     ARTIFACT_DELETE = "artifact:delete"
@@ -110,6 +111,8 @@ class Permissions:
             case Action.COURSE_MANAGE:
                 assert isinstance(resource, Course)
                 return is_admin or await self._manages_course(user, resource.id)
+            case Action.MESSAGE_IMPORT:
+                return is_admin
             case Action.MESSAGE_EDIT:
                 assert isinstance(resource, MessageRecord)
                 return (

@@ -10,7 +10,14 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Response, status
 from dbschema.models import UserRole
 from serving.agents.service import respond_to_mentions
 from serving.chat import service
-from serving.chat.schemas import MAX_ID, MessageIn, MessageOut, MessagePage
+from serving.chat.schemas import (
+    MAX_ID,
+    ImportOut,
+    MessageIn,
+    MessageOut,
+    MessagePage,
+    TranscriptIn,
+)
 from serving.deps import CurrentUser, PermissionsDep, SessionDep, StateDep
 from serving.errors import ERROR_RESPONSES
 
@@ -51,6 +58,21 @@ async def post_message(
     if "@" in message.content and user.role != UserRole.agent:
         background.add_task(respond_to_mentions, state, room_id, message.id, message.content)
     return message
+
+
+@router.post("/import", response_model=ImportOut, status_code=status.HTTP_201_CREATED)
+async def import_transcript(
+    room_id: uuid.UUID,
+    body: TranscriptIn,
+    session: SessionDep,
+    state: StateDep,
+    perms: PermissionsDep,
+    user: CurrentUser,
+) -> ImportOut:
+    """Admins only: import a transcript (JSONL or CSV content) as the room's messages, in
+    order; each speaker becomes a member. A malformed transcript is refused whole (422, the
+    line and the reason) and nothing is stored. The room's graph refresh is requested."""
+    return await service.import_transcript(session, state, perms, user, room_id, body)
 
 
 @router.get("/{message_id}", response_model=MessageOut)

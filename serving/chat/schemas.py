@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -47,3 +48,28 @@ class MessagePage(BaseModel):
     items: list[MessageOut]
     has_more: bool
     next_cursor: int | None
+
+
+class TranscriptIn(BaseModel):
+    """A transcript file's content: one message per JSONL line or CSV row, with the columns
+    ``speaker`` and ``text`` (required), ``time`` (ISO 8601; on every row or none) and
+    ``kind`` (``human`` or ``agent``); other columns are ignored."""
+
+    format: Literal["jsonl", "csv"] = Field(examples=["jsonl"])
+    content: str = Field(
+        examples=[
+            '{"speaker": "Menenius", "text": "There was a time when all the body\'s members rebelled against the belly."}\n'
+        ]
+    )
+
+
+class ImportOut(BaseModel):
+    room_id: uuid.UUID
+    messages: int
+    speakers: int
+    new_users: int
+    #: Earliest and latest ``time`` of the rows (null when the transcript has no times).
+    first_time: datetime | None
+    last_time: datetime | None
+    first_message_id: int | None
+    last_message_id: int | None

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import AuthorKind, User, UserRole
-from knowledge import rooms
-from realtime.events import MessageCreated, MessageDeleted, MessageEdited
-from serving.chat.schemas import MessageOut, MessagePage
+from knowledge import rooms, transcripts
+from realtime.events import MessageCreated, MessageDeleted, MessageEdited, RoomRebuildRequested
+from serving.chat.schemas import ImportOut, MessageOut, MessagePage, TranscriptIn
+from serving.errors import Unprocessable
 from serving.notify import after_commit
 from serving.permissions import Action, Permissions
 from serving.rooms.service import authorize_room
@@ -113,3 +115,53 @@ async def delete_message(
         {"type": "message.deleted", "message_id": message_id},
         MessageDeleted(room_id=str(room.id), message_id=message_id, actor_id=str(actor.id)),
     )
+
+
+async def import_transcript(
+    session: AsyncSession,
+    state: AppState,
+    perms: Permissions,
+    actor: User,
+    room_id: uuid.UUID,
+    body: TranscriptIn,
+) -> ImportOut:
+    """Admins only. All rows are validated before anything is written; one
+    ``room.rebuild_requested`` (full=false) event and one ``messages.imported`` frame announce
+    the import after the commit."""
+    room = await authorize_room(session, perms, actor, room_id, Action.MESSAGE_IMPORT)
+    max_chars = state.settings.max_message_chars
+    try:
+        # polars parses off the event loop
+        rows = await asyncio.to_thread(
+            transcripts.parse_transcript, body.content, body.format, max_chars
+        )
+    except transcripts.TranscriptError as error:
+        raise Unprocessable(
+            str(error),
+            "invalid_input",
+            details=[{"line": p.line, "message": p.reason} for p in error.problems],
+        ) from None
+    result = await transcripts.import_transcript(session, room.id, rows, max_chars)
+    await session.commit()
+    out = ImportOut(
+        room_id=result.room_id,
+        messages=result.messages,
+        speakers=result.speakers,
+        new_users=result.new_users,
+        first_time=result.first_time,
+        last_time=result.last_time,
+        first_message_id=result.first_message_id,
+        last_message_id=result.last_message_id,
+    )
+    await after_commit(
+        state,
+        room.id,
+        {
+            "type": "messages.imported",
+            "messages": out.messages,
+            "first_message_id": out.first_message_id,
+            "last_message_id": out.last_message_id,
+        },
+        RoomRebuildRequested(room_id=str(room.id), full=False, actor_id=str(actor.id)),
+    )
+    return out
