@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
-from dbschema.models import ChunkExtraction, RoomChunk
+from dbschema.models import ChunkExtraction, EntityAlias, RoomChunk
 from knowledge.chunking import Chunk, chunk_room
 from knowledge.communities import hierarchical_communities
 from knowledge.extraction.base import Extraction, ExtractionFailure
@@ -24,10 +24,11 @@ from knowledge.graph import Entity, RoomGraph, merge_extractions
 from knowledge.lexical import ANALYZER
 from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
-from knowledge.llm.schemas import EntitySummary
+from knowledge.llm.schemas import EntitySummary, SameEntity
 from knowledge.platform import Platform
 from knowledge.reports import build_context, report_text
-from knowledge.rooms import get_room, load_room_sources
+from knowledge.resolution import AliasRecord, embedding_pairs, resolve
+from knowledge.rooms import get_room, load_room_sources, room_speakers
 from knowledge.stores.base import CHUNKS, COMMUNITIES, ENTITIES, EVIDENCE, VectorRecord
 
 _EXTRACT_BATCH = 16
@@ -254,6 +255,8 @@ class GraphBuild:
     vectors: VectorSync
     seconds: float
     entity_types: dict[str, int] = field(default_factory=dict)
+    # names merged into another entity by entity resolution
+    aliases: int = 0
     # chunk id -> error, for chunks whose extraction failed after retries
     failed_chunks: dict[str, str] = field(default_factory=dict)
 
@@ -274,6 +277,76 @@ async def _summarize_descriptions(llm: LLMProvider, graph: RoomGraph) -> None:
         entity.description = summary.description
 
     await asyncio.gather(*(summarize(e) for e in graph.entities if len(e.descriptions) > 1))
+
+
+_MODEL_MERGE = 0.92
+
+
+async def _model_merges(platform: Platform, graph: RoomGraph) -> dict[str, tuple[str, str, float]]:
+    """Aliases found by the embedding model (and, on the LLM path, confirmed by the LLM for a
+    borderline similarity): alias -> (canonical, method, score). The more mentioned name is
+    the canonical one."""
+    entities = sorted(graph.entities, key=lambda e: (-e.mentions, e.name))[:300]
+    vectors = await platform.embedder.embed([e.display_name for e in entities])
+    by_name = {e.name: e for e in entities}
+    out: dict[str, tuple[str, str, float]] = {}
+    for a, b, score in embedding_pairs(entities, vectors):
+        alias, canonical = sorted((a, b), key=lambda n: (by_name[n].mentions, -len(n), n))
+        if alias in out:
+            continue
+        if score >= _MODEL_MERGE:
+            out[alias] = (canonical, "embedding", score)
+        elif platform.llm is not None:
+            try:
+                verdict = await platform.llm.structured(
+                    prompts.same_entity(
+                        by_name[a].display_name,
+                        by_name[a].description,
+                        by_name[b].display_name,
+                        by_name[b].description,
+                    ),
+                    SameEntity,
+                    kind="resolve",
+                )
+            except LLMError:
+                continue
+            if verdict.same:
+                out[alias] = (canonical, "llm", score)
+    return out
+
+
+async def _store_aliases(platform: Platform, room_id: str, aliases: list[AliasRecord]) -> None:
+    """Make the room's alias rows exactly ``aliases`` (recomputed every build)."""
+    async with platform.session() as session:
+        await session.execute(delete(EntityAlias).where(EntityAlias.room_id == room_id))
+        if aliases:
+            await session.execute(
+                insert(EntityAlias).values(
+                    [
+                        {
+                            "room_id": room_id,
+                            "alias": a.alias,
+                            "canonical": a.canonical,
+                            "method": a.method,
+                            "score": a.score,
+                            "source_chunk_ids": list(a.source_chunk_ids),
+                        }
+                        for a in aliases
+                    ]
+                )
+            )
+        await session.commit()
+
+
+async def room_aliases(platform: Platform, room_id: str) -> list[AliasRecord]:
+    async with platform.session() as session:
+        rows = await session.execute(
+            select(EntityAlias).where(EntityAlias.room_id == room_id).order_by(EntityAlias.alias)
+        )
+        return [
+            AliasRecord(r.alias, r.canonical, r.method, r.score, tuple(r.source_chunk_ids))
+            for r in rows.scalars()
+        ]
 
 
 async def build_graph(platform: Platform, room_id: str) -> GraphBuild:
@@ -319,16 +392,26 @@ async def build_graph(platform: Platform, room_id: str) -> GraphBuild:
 
     # A chunk that failed for good is left out now and extracted again on the next run.
     graph = merge_extractions((c.id, stored[c.id]) for c in chunks if c.id in stored)
+    decided = await _model_merges(platform, graph) if platform.embedder.semantic else {}
+    async with platform.session() as session:
+        speakers = await room_speakers(session, room_id)
+    graph, aliases = resolve(graph, decided, speakers)
     if platform.llm is not None:
         await _summarize_descriptions(platform.llm, graph)
     await platform.graph.replace_graph(room_id, graph)
+    await _store_aliases(platform, room_id, aliases)
+    aliases_of: dict[str, list[str]] = {}
+    for record in aliases:
+        aliases_of.setdefault(record.canonical, []).append(record.alias)
     vectors = await sync_vectors(
         platform,
         ENTITIES,
         room_id,
         {
             e.name: (
-                f"{e.display_name} ({e.type}): {e.description}",
+                f"{e.display_name} ({e.type})"
+                + (f", also called {', '.join(aliases_of[e.name])}" if e.name in aliases_of else "")
+                + f": {e.description}",
                 {"name": e.name, "type": e.type},
             )
             for e in graph.entities
@@ -343,6 +426,7 @@ async def build_graph(platform: Platform, room_id: str) -> GraphBuild:
         failed_chunks=failed,
         entities=len(graph.entities),
         relationships=len(graph.relationships),
+        aliases=len(aliases),
         dropped_relationships=sum(
             stored[c.id].dropped_relationships for c in chunks if c.id in stored
         ),
@@ -460,6 +544,7 @@ async def wipe_room(platform: Platform, room_id: str) -> None:
         await get_room(session, room_id)
         await session.execute(delete(ChunkExtraction).where(ChunkExtraction.room_id == room_id))
         await session.execute(delete(RoomChunk).where(RoomChunk.room_id == room_id))
+        await session.execute(delete(EntityAlias).where(EntityAlias.room_id == room_id))
         await session.commit()
     await platform.graph.wipe_room(room_id)
     await platform.vectors.wipe_room(room_id)

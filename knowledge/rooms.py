@@ -238,6 +238,35 @@ async def load_room_sources(
     return messages, artifacts
 
 
+async def room_speakers(session: AsyncSession, room_id: str | uuid.UUID) -> list[str]:
+    """Display names of the room's members (the people and agents who speak in it)."""
+    rows = await session.execute(
+        select(User.full_name)
+        .join(RoomMember, RoomMember.user_id == User.id)
+        .where(RoomMember.room_id == parse_room_id(room_id))
+        .distinct()
+    )
+    return sorted(name for name in rows.scalars() if name)
+
+
+async def message_ids_between(
+    session: AsyncSession, room_id: str | uuid.UUID, since: datetime, until: datetime, limit: int
+) -> list[int]:
+    """Ids of the room's live messages with since <= created_at < until, in time order."""
+    rows = await session.execute(
+        select(Message.id)
+        .where(
+            Message.room_id == parse_room_id(room_id),
+            Message.deleted_at.is_(None),
+            Message.created_at >= since,
+            Message.created_at < until,
+        )
+        .order_by(Message.created_at, Message.id)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
 @dataclass(frozen=True)
 class CitedMessage:
     id: int

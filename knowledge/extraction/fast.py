@@ -1,8 +1,13 @@
 """The offline "fast" extractor: proper-name and noun-phrase heuristics, no model download.
 
-Entities: speakers (PERSON), runs of capitalized words (optionally joined by "of"/"the"),
-acronyms, and repeated lower-case two-word noun phrases (CONCEPT). Relationships: a speaker to
-what they mention, and entities mentioned in the same sentence, weighted by count.
+Entities: runs of capitalized words (optionally joined by "of"/"the"; at most four words, never
+across punctuation, so a list "Alex Mercer, Jordan Hayes" gives two names, not one), acronyms,
+and repeated lower-case two-word noun phrases (CONCEPT). Relationships: entities mentioned in
+the same sentence, weighted by count.
+
+Speakers are not topics: who said a message is a fact of the message (its author, kept with the
+evidence), not a co-occurrence with everything they mention, which would make every speaker a
+hub of every community. A speaker is an entity only where the text names them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from knowledge.text import excerpt
 _LINE = re.compile(r"^(?P<speaker>[^:\n]{1,80}): (?P<content>.*)$")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\s+--\s*|\n+")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*", re.UNICODE)
-_CONNECTORS = {"of", "the", "de", "la", "von", "van", "and"}
+# "and" is no connector: "Alex Mercer and Jordan Hayes" are two people.
+_CONNECTORS = {"of", "the", "de", "la", "von", "van"}
 _PERSON_TITLES = {
     "mr",
     "mrs",
@@ -69,6 +75,7 @@ _ORG_WORDS = {
 }
 _PLACE_PREPOSITIONS = {"in", "at", "to", "from", "into", "near", "toward", "towards", "through"}
 _DESCRIPTION_CHARS = 200
+_MAX_NAME_WORDS = 4
 _ARTIFACT_SPEAKER = "Artifact"
 
 
@@ -109,10 +116,14 @@ def _sentence_mentions(sentence: str, mid_sentence_names: set[str]) -> list[_Men
         if not _is_capitalized(word) or lower in STOPWORDS:
             i += 1
             continue
-        # Grow a run of capitalized words, allowing connectors between them.
+        # Grow a run of capitalized words, allowing connectors between them; a name never
+        # spans punctuation ("Alex Mercer, Jordan Hayes") and has at most four words.
         run = [word]
         j = i + 1
-        while j < len(words):
+        while j < len(words) and len(run) < _MAX_NAME_WORDS:
+            gap = sentence[words[j - 1][1] + len(words[j - 1][0]) : words[j][1]]
+            if gap.strip():
+                break
             nxt = _clean_token(words[j][0])
             if (_is_capitalized(nxt) and nxt.lower() not in STOPWORDS) or (
                 nxt.lower() in _CONNECTORS
@@ -126,6 +137,9 @@ def _sentence_mentions(sentence: str, mid_sentence_names: set[str]) -> list[_Men
                 break
             if words[j - 1][0] != nxt:  # the token carried a possessive: the name ends here
                 break
+        while len(run) > 1 and run[-1].lower() in _CONNECTORS:
+            run.pop()
+            j -= 1
         name = " ".join(run)
         previous = words[i - 1][0].lower().rstrip(".") if i > 0 else ""
         sentence_initial = i == 0
@@ -175,7 +189,8 @@ def _noun_phrases(sentences: list[str]) -> Counter[str]:
 
 
 class FastExtractor:
-    name = "fast-v1"
+    # v2: no speaker entities or speaker relationships; names stop at punctuation.
+    name = "fast-v2"
 
     async def extract(self, texts: Sequence[str]) -> list[Extraction | ExtractionFailure]:
         # CPU-bound: keep the event loop free.
@@ -200,6 +215,10 @@ class FastExtractor:
             m.group(0) for s in all_sentences for m in _WORD.finditer(s) if m.group(0).islower()
         }
         phrases = {p for p, n in _noun_phrases(all_sentences).items() if n >= 2}
+        # A lone name that is (a short form of) a speaker's name is a name: "Sam", "Mik".
+        speaker_prefixes = {
+            w.lower()[:3] for speaker, _ in lines if speaker for w in speaker.split() if len(w) > 2
+        }
         name_counts: Counter[str] = Counter(
             m.name for s in all_sentences for m in _sentence_mentions(s, mid_names)
         )
@@ -224,25 +243,25 @@ class FastExtractor:
             weights[pair] += 1
             rel_examples.setdefault(pair, excerpt(example, _DESCRIPTION_CHARS))
 
-        for speaker, content in lines:
-            speaker_key = None
-            if speaker and speaker.lower() not in STOPWORDS:
-                speaker_key = note(speaker, "PERSON", f"{speaker} speaks in the conversation.")
+        for _speaker, content in lines:
             for sentence in _SENTENCE_SPLIT.split(content):
                 if not sentence.strip():
                     continue
                 keys = {
                     note(m.name, m.type, sentence)
-                    for m in _sentence_mentions(sentence, mid_names)
-                    if _plausible(m, lower_words, name_counts)
+                    for m in (
+                        _trimmed(m, lower_words) for m in _sentence_mentions(sentence, mid_names)
+                    )
+                    if m is not None
+                    and (
+                        _plausible(m, lower_words, name_counts)
+                        or (" " not in m.name and m.name.lower()[:3] in speaker_prefixes)
+                    )
                 }
                 lowered = sentence.lower()
                 keys |= {note(p, "CONCEPT", sentence) for p in phrases if p in lowered}
                 for a, b in combinations(sorted(keys), 2):
                     relate(a, b, sentence)
-                if speaker_key:
-                    for key in keys:
-                        relate(speaker_key, key, f"{speaker}: {sentence}")
 
         entities = [
             ExtractedEntity(
@@ -263,6 +282,22 @@ class FastExtractor:
             for (a, b), count in sorted(weights.items())
         ]
         return Extraction(entities=entities, relationships=relationships)
+
+
+def _trimmed(mention: _Mention, lower_words: set[str]) -> _Mention | None:
+    """A run without its ordinary words at either end: verse and headings capitalize the first
+    word of a line ("Tell Valeria", "Volsces held"), so a word the chunk also uses in lower
+    case is not part of a name there."""
+    words = mention.name.split()
+    while len(words) > 1 and words[0].lower() in lower_words:
+        words.pop(0)
+    while len(words) > 1 and (words[-1].lower() in lower_words or words[-1].lower() in _CONNECTORS):
+        words.pop()
+    if len(words) == 1 and words[0].lower() in _CONNECTORS:
+        return None
+    if len(words) == len(mention.name.split()):
+        return mention
+    return _Mention(" ".join(words), mention.type)
 
 
 def _plausible(mention: _Mention, lower_words: set[str], counts: Counter[str]) -> bool:

@@ -20,7 +20,9 @@ def extraction(text: str, entity_types: Sequence[str]) -> Messages:
                 f"Entity types: {', '.join(entity_types)}. For each entity give its name as "
                 "written, its type and a one-sentence description from the text. For each pair "
                 "of clearly related entities give source, target (entity names), a description "
-                "and a strength from 1 to 10. Only use entities you listed."
+                "and a strength from 1 to 10. Only use entities you listed. In a chat, the name "
+                "before ':' is who speaks: include a speaker as an entity only where the text "
+                "says something about them, and do not relate speakers to what they mention."
             ),
         },
         {"role": "user", "content": f"{BEGIN}\n{text}\n{END}"},
@@ -113,4 +115,18 @@ def rerank(question: str, passages: Sequence[str]) -> Messages:
             ),
         },
         {"role": "user", "content": f"Question: {question}\n\n{BEGIN}\n{numbered}\n{END}"},
+    ]
+
+
+def same_entity(a: str, a_description: str, b: str, b_description: str) -> Messages:
+    return [
+        {
+            "role": "system",
+            "content": (
+                "Two names were extracted from one chat room. Decide whether they refer to the "
+                "same person, organization, place or thing (an alias, nickname, abbreviation or "
+                "spelling variant), using their descriptions."
+            ),
+        },
+        {"role": "user", "content": f"A: {a} — {a_description}\nB: {b} — {b_description}"},
     ]

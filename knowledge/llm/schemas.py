@@ -68,3 +68,8 @@ class RerankOutput(BaseModel):
     ranking: list[int] = Field(
         description="Numbers of the passages, most useful for answering first; omit useless ones"
     )
+
+
+class SameEntity(BaseModel):
+    same: bool = Field(description="True if both names refer to the same thing in this room")
+    reason: str = ""

@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -27,7 +28,7 @@ from knowledge.graph import RoomGraph
 from knowledge.indexing import message_unit_id, passage_unit_id
 from knowledge.platform import Platform
 from knowledge.retrieval.query import QueryPlan
-from knowledge.rooms import messages_by_ids
+from knowledge.rooms import message_ids_between, messages_by_ids
 from knowledge.stores.base import COMMUNITIES, ENTITIES, EVIDENCE, PointFilter, VectorHit
 
 
@@ -58,6 +59,10 @@ class SearchContext:
     focus: list[str] = field(default_factory=list)
     #: Filled by the reports generator: community ids of the reports it used.
     report_ids: list[str] = field(default_factory=list)
+    #: The lexical generator's hits (with payloads: speaker, ts), for the time generator.
+    lexical_hits: list[VectorHit] = field(default_factory=list)
+    #: Terms of the event a time window was anchored on (left out of the window's query).
+    event_terms: list[str] = field(default_factory=list)
 
 
 def _from_hits(signal: str, hits: Sequence[VectorHit], note: str = "") -> CandidateList:
@@ -68,6 +73,7 @@ async def lexical(ctx: SearchContext) -> CandidateList:
     hits = await ctx.platform.vectors.search_lexical(
         EVIDENCE, ctx.room_id, ctx.plan.terms, ctx.depth
     )
+    ctx.lexical_hits = list(hits)
     return _from_hits("lexical", hits, f"BM25 over {len(set(ctx.plan.terms))} terms")
 
 
@@ -108,17 +114,39 @@ async def speaker(ctx: SearchContext) -> CandidateList:
 
 
 async def time_window(ctx: SearchContext) -> CandidateList:
+    """Messages of the window the question names: BM25 within it, then (for a window of a few
+    days) every other message of it in time order. Without a window, a question that asks for
+    the latest or the first gets the topic's lexical hits ordered by time."""
     intent = ctx.plan.time
     if not intent.has_window:
-        return CandidateList("time", note="no time window")
+        if intent.direction == 0 or not ctx.lexical_hits:
+            return CandidateList("time", note="no time window")
+        best = ctx.lexical_hits[0].score or 1.0
+        topical = [
+            h
+            for h in ctx.lexical_hits[:30]
+            if h.score >= 0.4 * best and h.payload.get("ts") is not None
+        ]
+        topical.sort(key=lambda h: float(h.payload["ts"]) * intent.direction, reverse=True)
+        word = "newest" if intent.direction > 0 else "oldest"
+        return _from_hits("time", topical, f"{word} of {len(topical)} topical hits first")
     assert intent.since is not None and intent.until is not None
     where = PointFilter(since=intent.since.timestamp(), until=intent.until.timestamp() - 1e-3)
-    hits = await ctx.platform.vectors.search_lexical(
-        EVIDENCE, ctx.room_id, ctx.plan.terms, ctx.depth, where
-    )
-    return _from_hits(
-        "time", hits, f"{intent.since.date()} … {intent.until.date()} ({intent.phrase!r})"
-    )
+    terms = [t for t in ctx.plan.terms if t not in set(ctx.event_terms)] or ctx.plan.terms
+    hits = await ctx.platform.vectors.search_lexical(EVIDENCE, ctx.room_id, terms, ctx.depth, where)
+    found = _from_hits("time", hits)
+    if intent.until - intent.since <= timedelta(days=3):
+        seen = {c.unit_id for c in found.candidates}
+        async with ctx.platform.session() as session:
+            ids = await message_ids_between(
+                session, ctx.room_id, intent.since, intent.until, limit=ctx.depth
+            )
+        found.candidates += [
+            Candidate(uid, 0.0) for mid in ids if (uid := message_unit_id(mid)) not in seen
+        ]
+    label = intent.phrase or (intent.event.event if intent.event else "")
+    found.note = f"{intent.since.date()} … {intent.until.date()} ({label!r})"
+    return found
 
 
 def _terms_of(text: str) -> list[str]:
@@ -132,26 +160,52 @@ def _form_pattern(forms: Sequence[str]) -> re.Pattern[str]:
     return re.compile(r"(?<![\w])(?:" + "|".join(alternatives) + r")(?![\w])", re.IGNORECASE)
 
 
+def _ngrams(text: str, names: set[str], max_words: int = 4) -> list[str]:
+    """Entity names occurring in a text (whole words, up to four words long)."""
+    tokens = [t for t in re.findall(r"[^\W_][\w'’-]*", text.lower())]
+    tokens = [t[:-2] if t.endswith(("'s", "’s")) else t for t in tokens]
+    found = []
+    for size in range(max_words, 0, -1):
+        for i in range(len(tokens) - size + 1):
+            gram = " ".join(tokens[i : i + size])
+            if gram in names and gram not in found:
+                found.append(gram)
+    return found
+
+
 async def graph(
     ctx: SearchContext,
     aliases_of: dict[str, list[str]],
+    names: set[str],
+    bridge_texts: Sequence[str] = (),
     seed_weights: dict[str, float] | None = None,
     signal: str = "graph",
-    max_chunks: int = 80,
+    max_chunks: int = 60,
 ) -> CandidateList:
-    """Messages of the entities around the question, scored by entity weight × rarity."""
-    platform, room_id = ctx.platform, ctx.room_id
+    """Messages reached through entities.
+
+    Seeds: the entities the question names (through their aliases too), the entities named in
+    the best lexical hits (bridges to a second hop), and the closest entity vectors. Two
+    rankings are merged: BM25 of the question expanded with every surface form of the seeds
+    (an alias question finds messages that use another name; a multi-hop question finds the
+    message about the bridge), and the seeds' provenance (messages of their chunks that name
+    them or were said by them, weighted by seed weight × rarity, neighbours by relationship
+    weight).
+    """
+    platform, room_id, plan = ctx.platform, ctx.room_id, ctx.plan
     seeds = dict(seed_weights or {})
     if seed_weights is None:
-        for name in ctx.plan.entities:
+        for name in plan.entities:
             seeds[name] = 1.0
-        if ctx.query_vector is None:
-            ctx.query_vector = (await platform.embedder.embed([ctx.plan.question]))[0]
-        hits = await platform.vectors.search(
-            ENTITIES, room_id, ctx.plan.question, ctx.query_vector, limit=5
-        )
-        for rank, hit in enumerate(hits):
-            seeds.setdefault(hit.id, 0.5 / (1 + rank))
+        for text in bridge_texts:
+            for name in _ngrams(text, names)[:4]:
+                seeds.setdefault(name, 0.5)
+        if platform.embedder.semantic:
+            if ctx.query_vector is None:
+                ctx.query_vector = (await platform.embedder.embed([plan.question]))[0]
+            hits = await platform.vectors.search_dense(ENTITIES, room_id, ctx.query_vector, limit=3)
+            for rank, hit in enumerate(hits):
+                seeds.setdefault(hit.id, 0.4 / (1 + rank))
     if not seeds:
         return CandidateList(signal, note="no entity matched")
     sub = await platform.graph.neighbourhood(room_id, list(seeds), hops=1, limit=40)
@@ -161,12 +215,35 @@ async def graph(
     strongest = max((r.weight for r in sub.relationships), default=1.0) or 1.0
     for rel in sub.relationships:
         for a, b in ((rel.source, rel.target), (rel.target, rel.source)):
-            if a in seeds and b in by_name and b not in seeds:
-                w = 0.3 * seeds[a] * math.sqrt(rel.weight / strongest)
+            if seeds.get(a, 0.0) >= 1.0 and b in by_name and b not in seeds:
+                w = 0.3 * math.sqrt(rel.weight / strongest)
                 weights[b] = max(weights.get(b, 0.0), w)
     top = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:15]
     ctx.subgraph, ctx.focus = sub, [n for n, _ in top if n in seeds][:5]
-    # Chunks supporting the most (and strongest) entities first.
+
+    # 1. The question expanded with the seeds' surface forms (names and aliases).
+    def forms(name: str) -> list[str]:
+        display = by_name[name].display_name if name in by_name else name
+        return [name, display, *aliases_of.get(name, [])]
+
+    question_terms = set(plan.terms)
+    expansion = [
+        t
+        for name, w in top
+        if w >= 0.5
+        for form in forms(name)
+        for t in _terms_of(form)
+        if t not in question_terms
+    ]
+    expanded: dict[str, float] = {}
+    if expansion:
+        hits = await platform.vectors.search_lexical(
+            EVIDENCE, room_id, [*plan.terms, *dict.fromkeys(expansion)], ctx.depth
+        )
+        best = max((h.score for h in hits), default=1.0) or 1.0
+        expanded = {h.id: h.score / best for h in hits}
+
+    # 2. Provenance: chunks supporting the most (and strongest) entities first.
     chunk_votes: dict[str, float] = {}
     for name, w in top:
         for cid in by_name[name].source_chunk_ids:
@@ -182,17 +259,14 @@ async def graph(
         ).all()
         message_ids = sorted({mid for r in rows for mid in (r[1] or [])})
         messages = await messages_by_ids(session, room_id, message_ids)
-    patterns = {
-        name: _form_pattern([name, by_name[name].display_name, *aliases_of.get(name, [])])
-        for name, _ in top
-    }
+    patterns = {name: _form_pattern(forms(name)) for name, _ in top}
     hits_of: dict[str, list[str]] = {name: [] for name, _ in top}
     for m in messages:
         speaker_key = " ".join(m.speaker.lower().split())
         for name, pattern in patterns.items():
             if speaker_key == name or pattern.search(m.content):
                 hits_of[name].append(message_unit_id(m.id))
-    scores: dict[str, float] = {}
+    provenance: dict[str, float] = {}
     n = max(1, len(messages))
     for name, w in top:
         units = hits_of[name]
@@ -200,20 +274,27 @@ async def graph(
             continue
         rarity = math.log(1.0 + n / len(units))
         for uid in units:
-            scores[uid] = scores.get(uid, 0.0) + w * rarity
+            provenance[uid] = provenance.get(uid, 0.0) + w * rarity
     for cid, _, artifact_id in rows:
         if artifact_id:
             uid = passage_unit_id(cid)
-            scores[uid] = max(scores.get(uid, 0.0), chunk_votes.get(cid, 0.0))
+            provenance[uid] = max(provenance.get(uid, 0.0), chunk_votes.get(cid, 0.0))
+    best_provenance = max(provenance.values(), default=1.0) or 1.0
+    scores = {u: s for u, s in expanded.items()}
+    for uid, value in provenance.items():
+        scores[uid] = scores.get(uid, 0.0) + 0.5 * value / best_provenance
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: ctx.depth]
     return CandidateList(
         signal,
         [Candidate(u, s) for u, s in ranked],
-        f"{len(seeds)} seeds, {len(top)} entities, {len(chunk_ids)} chunks",
+        f"{len(seeds)} seeds ({', '.join(list(seeds)[:6])}), {len(top)} entities, "
+        f"{len(set(expansion))} expansion terms, {len(chunk_ids)} chunks",
     )
 
 
-async def reports(ctx: SearchContext, aliases_of: dict[str, list[str]]) -> CandidateList:
+async def reports(
+    ctx: SearchContext, aliases_of: dict[str, list[str]], names: set[str]
+) -> CandidateList:
     """Community reports that match the question → messages of their member entities."""
     platform = ctx.platform
     if ctx.query_vector is None:
@@ -235,7 +316,7 @@ async def reports(ctx: SearchContext, aliases_of: dict[str, list[str]]) -> Candi
             seeds[name] = max(seeds.get(name, 0.0), 1.0 / (1 + rank))
     ctx.report_ids = used
     saved = (ctx.subgraph, ctx.focus)
-    found = await graph(ctx, aliases_of, seeds, signal="reports")
+    found = await graph(ctx, aliases_of, names, seed_weights=seeds, signal="reports")
     ctx.subgraph, ctx.focus = saved if saved[0] is not None else (ctx.subgraph, ctx.focus)
     found.note = f"{len(used)} reports; " + found.note
     return found

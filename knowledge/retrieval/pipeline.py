@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
 from dbschema.models import EntityAlias
 from knowledge.graph import RoomGraph
+from knowledge.lexical import analyze
 from knowledge.platform import Platform
 from knowledge.retrieval import candidates as gen
 from knowledge.retrieval.candidates import CandidateList, SearchContext
@@ -30,6 +31,7 @@ from knowledge.retrieval.rerank import (
     RerankError,
     RerankItem,
 )
+from knowledge.retrieval.timeparse import event_window
 from knowledge.retrieval.units import Unit, load_units, message_id_of, room_timeline
 from knowledge.rooms import get_room
 from knowledge.stores.base import EVIDENCE
@@ -136,6 +138,36 @@ def make_reranker(platform: Platform, choice: str, idf: dict[str, float]) -> Rer
     return OfflineReranker(idf)
 
 
+async def _anchor_on_event(ctx: SearchContext, stages: list[StageReport]) -> QueryPlan:
+    """Resolve "the day after the outage": the best message about the event gives its time."""
+    t0 = time.perf_counter()
+    anchor = ctx.plan.time.event
+    assert anchor is not None
+    terms = analyze(anchor.event)
+    hits = await ctx.platform.vectors.search_lexical(EVIDENCE, ctx.room_id, terms, 5)
+    best = hits[0].score if hits else 0.0
+    # The first strong mention of an event is when it happened (later ones refer back to it).
+    dated = sorted(
+        (h for h in hits if h.payload.get("ts") is not None and h.score >= 0.7 * best),
+        key=lambda h: float(h.payload["ts"]),
+    )
+    if not dated:
+        stages.append(StageReport("event", 0, time.perf_counter() - t0, anchor.event))
+        return ctx.plan
+    moment = datetime.fromtimestamp(float(dated[0].payload["ts"]), tz=UTC)
+    since, until = event_window(anchor, moment)
+    ctx.event_terms = terms
+    stages.append(
+        StageReport(
+            "event",
+            1,
+            time.perf_counter() - t0,
+            f"{anchor.event!r} at {moment:%Y-%m-%d %H:%M} ({dated[0].id}) → {anchor.relation}",
+        )
+    )
+    return replace(ctx.plan, time=replace(ctx.plan.time, since=since, until=until))
+
+
 async def _timed(
     stages: list[StageReport], name: str, work: Awaitable[CandidateList]
 ) -> CandidateList:
@@ -183,6 +215,9 @@ async def retrieve(
 
     depth = max(50, top_k * 5)
     ctx = SearchContext(platform, room_id, plan, depth)
+    if plan.time.event is not None and not plan.time.has_window:
+        plan = await _anchor_on_event(ctx, stages)
+        ctx.plan = plan
     enabled = options.signals
     lists: list[CandidateList] = []
     lexical = await _timed(stages, "lexical", gen.lexical(ctx))
@@ -196,7 +231,8 @@ async def retrieve(
     if "dense" in enabled and (platform.embedder.semantic or options.force_dense):
         jobs.append(("dense", lambda: gen.dense(ctx)))
     if "graph" in enabled:
-        jobs.append(("graph", lambda: gen.graph(ctx, aliases_of)))
+        bridges = [units[c.unit_id].text for c in lexical.candidates[:3] if c.unit_id in units]
+        jobs.append(("graph", lambda: gen.graph(ctx, aliases_of, names, bridges)))
     if "speaker" in enabled:
         jobs.append(("speaker", lambda: gen.speaker(ctx)))
     if "time" in enabled:
@@ -206,7 +242,7 @@ async def retrieve(
     for name, job in jobs:
         lists.append(await _timed(stages, name, job()))
     if options.reports and "reports" in enabled:
-        lists.append(await _timed(stages, "reports", gen.reports(ctx, aliases_of)))
+        lists.append(await _timed(stages, "reports", gen.reports(ctx, aliases_of, names)))
 
     # Fusion.
     t0 = time.perf_counter()

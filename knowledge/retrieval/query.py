@@ -46,7 +46,10 @@ def mentioned_entities(question: str, names: set[str]) -> list[str]:
     Whole-word matches of a full name first; a capitalized question word that is no full name
     ("Zenobia") then picks the shortest entity names containing it ("zenobia of palmyra").
     """
-    raw = re.findall(r"[^\W_][\w'’-]*", question)
+    raw = [
+        w[:-2] if w.endswith(("'s", "’s")) else w.rstrip("'’")
+        for w in re.findall(r"[^\W_][\w'’-]*", question)
+    ]
     lowered = [w.lower() for w in raw]
     found: list[str] = []
     for size in range(_MAX_NAME_WORDS, 0, -1):

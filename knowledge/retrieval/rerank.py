@@ -59,7 +59,7 @@ class OfflineWeights:
     entities: float = 0.10
     speaker: float = 0.10
     time: float = 0.15
-    direction: float = 0.05
+    direction: float = 0.15
 
 
 class OfflineReranker:

@@ -71,6 +71,66 @@ _OLDER = re.compile(
 )
 
 
+_EVENT = re.compile(
+    r"\b(?:(?:on|in)\s+)?(?:the\s+)?(?P<unit>day|week|morning|evening)?\s*"
+    r"(?P<rel>after|before|following|of)\s+(?:the\s+|our\s+|that\s+)?"
+    r"(?P<event>[a-z0-9][\w' -]{2,60}?)(?=\s*(?:[?,.;]|$|\bwhen\b|\band\b))",
+    re.IGNORECASE,
+)
+# Words that make "after X" a clause about something else, not a dated event.
+_NOT_EVENTS = {"it", "that", "this", "we", "they", "he", "she", "you", "i", "all", "which"}
+
+
+@dataclass(frozen=True)
+class EventAnchor:
+    """A window named by an event ("the day after the outage"): the event's words and how the
+    window stands to the event's time."""
+
+    event: str
+    relation: str  # day_after, day_before, day_of, week_after, week_before, after, before
+
+
+def parse_event_anchor(question: str) -> EventAnchor | None:
+    for match in _EVENT.finditer(question):
+        unit = (match.group("unit") or "").lower()
+        rel = match.group("rel").lower()
+        event = match.group("event").strip()
+        first = event.split()[0].lower()
+        if first in _NOT_EVENTS or first in _MONTHS or first in _WEEKDAYS:
+            continue
+        if rel == "of" and unit not in ("day", "week", "morning", "evening"):
+            continue
+        if rel == "following":
+            rel = "after"
+        span = "week" if unit == "week" else "day" if unit else ""
+        relation = f"{span}_{rel}" if span else rel
+        if relation == "week_of":
+            relation = "week_after"
+        if relation in ("morning_after", "evening_after"):
+            relation = "day_after"
+        return EventAnchor(event=event, relation=relation)
+    return None
+
+
+def event_window(anchor: EventAnchor, moment: datetime) -> tuple[datetime, datetime]:
+    """The [since, until) window that ``anchor`` names around the event's ``moment``."""
+    day = moment.astimezone(UTC).date()
+    relation = anchor.relation
+    if relation == "day_after":
+        return _day(day + timedelta(days=1))
+    if relation == "day_before":
+        return _day(day - timedelta(days=1))
+    if relation in ("day_of", "morning_of", "evening_of"):
+        return _day(day)
+    if relation == "week_after":
+        return moment, moment + timedelta(days=7)
+    if relation == "week_before":
+        return moment - timedelta(days=7), moment
+    if relation == "before":
+        return moment - timedelta(days=14), moment
+    return moment, moment + timedelta(days=14)
+
+
 @dataclass(frozen=True)
 class TimeIntent:
     #: The window the question names, [since, until) in UTC, or None.
@@ -82,6 +142,8 @@ class TimeIntent:
     direction: int = 0
     #: The words of the question that named the window (not topic words).
     phrase: str = ""
+    #: A window named by an event, resolved against the room once the event is found.
+    event: EventAnchor | None = None
 
     @property
     def has_window(self) -> bool:
@@ -161,7 +223,8 @@ def parse_time_intent(question: str, anchor: datetime | None) -> TimeIntent:
         window = _day(today - timedelta(days=back))
         phrase = match.group(0).strip()
     if window is None:
-        return TimeIntent(temporal=temporal, direction=direction)
+        event = parse_event_anchor(question)
+        return TimeIntent(temporal=temporal or event is not None, direction=direction, event=event)
     return TimeIntent(window[0], window[1], True, direction, phrase)
 
 

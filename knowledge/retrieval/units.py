@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import text
 
 from knowledge.platform import Platform
-from knowledge.rooms import AGENT_SPEAKER, parse_room_id
+from knowledge.rooms import AGENT_SPEAKER, parse_room_id, room_speakers
 
 MESSAGE = "message"
 ARTIFACT = "artifact"
@@ -122,17 +122,5 @@ async def room_timeline(platform: Platform, room_id: str) -> tuple[datetime | No
                 {"r": room_uuid},
             )
         ).scalar()
-        names = (
-            (
-                await session.execute(
-                    text(
-                        "SELECT DISTINCT u.full_name FROM room_members rm "
-                        "JOIN users u ON u.id = rm.user_id WHERE rm.room_id = :r"
-                    ),
-                    {"r": room_uuid},
-                )
-            )
-            .scalars()
-            .all()
-        )
-    return last, sorted(n for n in names if n)
+        names = await room_speakers(session, room_uuid)
+    return last, names

@@ -30,6 +30,7 @@ from knowledge.stores.base import (
 )
 
 _BATCH = 500
+_ANALYZE_AFTER = 200
 # Collections whose points get BM25 postings (``search_lexical``); the others are searched with
 # the hybrid ``search`` only, and postings of long chunk texts would cost writes for nothing.
 LEXICAL_COLLECTIONS = frozenset({EVIDENCE, ENTITIES})
@@ -108,6 +109,12 @@ class PgVectorStore:
                 await conn.execute(
                     insert(LexicalPosting).values(postings[start : start + _BATCH * 4])
                 )
+        if len(records) >= _ANALYZE_AFTER:
+            # A bulk load leaves the planner with stale statistics until autovacuum comes by;
+            # BM25 queries then scan a room's postings instead of one range per term.
+            async with self.engine.connect() as conn:
+                await conn.execute(text("ANALYZE vector_points, lexical_postings"))
+                await conn.commit()
 
     @staticmethod
     async def _delete_postings(conn: Any, collection: str, room_id: str, ids: list[str]) -> None:
@@ -251,24 +258,31 @@ class PgVectorStore:
         }
         condition = _filter_sql(where, params, "v.payload")
         # IDF and average length are the room's (over all its points of the collection), so a
-        # filter narrows the candidates without changing how a term is weighted.
+        # filter narrows the candidates without changing how a term is weighted. The CTEs are
+        # materialized and driven by the query's terms, so the plan does not depend on table
+        # statistics (fresh bulk loads have none): one index range per term.
         sql = text(
             f"""
-            WITH stats AS (
+            WITH q AS MATERIALIZED (
+                SELECT DISTINCT unnest(CAST(:terms AS text[])) AS term
+            ), stats AS MATERIALIZED (
                 SELECT count(*)::float AS n, greatest(avg(n_terms), 1)::float AS avg_len
                 FROM vector_points WHERE collection = :collection AND room_id = :room_id
-            ), df AS (
-                SELECT term, count(*)::float AS df FROM lexical_postings
-                WHERE collection = :collection AND room_id = :room_id AND term = ANY(:terms)
-                GROUP BY term
-            ), scored AS (
+            ), postings AS MATERIALIZED (
+                SELECT q.term, p.point_id, p.tf, p.doc_len
+                FROM q CROSS JOIN LATERAL (
+                    SELECT point_id, tf, doc_len FROM lexical_postings
+                    WHERE collection = :collection AND room_id = :room_id AND term = q.term
+                    OFFSET 0  -- an optimisation fence: one index range scan per query term
+                ) p
+            ), df AS MATERIALIZED (
+                SELECT term, count(*)::float AS df FROM postings GROUP BY term
+            ), scored AS MATERIALIZED (
                 SELECT p.point_id,
                        sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))
                            * p.tf * (:k1 + 1)
                            / (p.tf + :k1 * (1 - :b + :b * p.doc_len / stats.avg_len))) AS score
-                FROM lexical_postings p JOIN df USING (term) CROSS JOIN stats
-                WHERE p.collection = :collection AND p.room_id = :room_id
-                  AND p.term = ANY(:terms)
+                FROM postings p JOIN df USING (term) CROSS JOIN stats
                 GROUP BY p.point_id
             )
             SELECT v.point_id, v.text, v.payload, s.score

@@ -1,0 +1,295 @@
+"""Entity resolution within a room: aliases merged into one entity, with their provenance.
+
+Three rules, in order, each merging a name into exactly one other entity of the same room:
+
+1. **containment** — a name whose words all occur, in order, in longer names ("cruz" in "taylor
+   cruz", "marcius" in "caius marcius coriolanus") merges into the longest of them, when those
+   longer names nest in one another (one person); two unrelated containers ("first senator",
+   "second senator" for "senator") leave it alone;
+2. **abbreviation** — an acronym ("TC", "PRD") that spells the initials of exactly one
+   multi-word entity, or a short form of a person's first name ("Sam", "Mik", "Tay") that
+   begins exactly one person's name;
+3. **embedding** — with a real embedding model, names whose vectors are nearly identical
+   (cosine ≥ 0.92) and share a type; on the LLM path a borderline pair (≥ 0.85) is adjudicated
+   by the model (cached like every call).
+
+The room's speakers take part as people even when no message names them in full, so "Cruz"
+and "TC" resolve to the member "Taylor Cruz". Types must agree where both are specific (a PERSON never absorbs a LOCATION). The merge is
+recomputed on every graph build from the current extractions, and each alias keeps the chunks
+it came from: deleting the messages an alias was read in removes the alias and so the merge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from knowledge.graph import MAX_DESCRIPTIONS, Entity, Relationship, RoomGraph
+
+_GENERIC = "ENTITY"
+_EMBED_MERGE = 0.92
+_EMBED_ASK = 0.85
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    alias: str
+    canonical: str
+    method: str  # containment | abbreviation | embedding | llm
+    score: float
+    source_chunk_ids: tuple[str, ...] = field(default=())
+
+
+def _compatible(a: Entity, b: Entity) -> bool:
+    return a.type == b.type or _GENERIC in (a.type, b.type) or "CONCEPT" in (a.type, b.type)
+
+
+def _contains(longer: list[str], shorter: list[str]) -> bool:
+    """``shorter`` is a contiguous run of ``longer``'s words."""
+    n = len(shorter)
+    return any(longer[i : i + n] == shorter for i in range(len(longer) - n + 1))
+
+
+def containment_aliases(entities: Sequence[Entity]) -> dict[str, tuple[str, float]]:
+    """alias -> (canonical, score) by word containment."""
+    by_words = {e.name: e.name.split() for e in entities}
+    by_name = {e.name: e for e in entities}
+    # Index by word so each name only meets the names sharing a word with it.
+    index: dict[str, set[str]] = {}
+    for name, words in by_words.items():
+        for word in words:
+            index.setdefault(word, set()).add(name)
+    out: dict[str, tuple[str, float]] = {}
+    for name, words in by_words.items():
+        if len(name) < 3:
+            continue
+        pool = set.intersection(*(index[w] for w in words)) - {name}
+        containers = [
+            c
+            for c in pool
+            if len(by_words[c]) > len(words)
+            and _contains(by_words[c], words)
+            and _compatible(by_name[name], by_name[c])
+        ]
+        if not containers:
+            continue
+        containers.sort(key=lambda c: (-len(by_words[c]), c))
+        top = containers[0]
+        # One referent only: every container must be part of the longest one.
+        if all(c == top or _contains(by_words[top], by_words[c]) for c in containers):
+            out[name] = (top, len(words) / len(by_words[top]))
+    return out
+
+
+def abbreviation_aliases(entities: Sequence[Entity]) -> dict[str, tuple[str, float]]:
+    initials: dict[str, list[str]] = {}
+    by_display = {e.name: e.display_name for e in entities}
+    for e in entities:
+        words = e.name.split()
+        if len(words) >= 2:
+            initials.setdefault("".join(w[0] for w in words if w), []).append(e.name)
+    out: dict[str, tuple[str, float]] = {}
+    for e in entities:
+        display = e.display_name.replace(".", "")
+        if " " in e.name or not (2 <= len(display) <= 6) or not display.isupper():
+            continue
+        targets = initials.get(e.name.replace(".", ""), [])
+        # Proper names first: "PN" is Priya Natarajan before it is "production nodes".
+        proper = [t for t in targets if by_display[t][:1].isupper()]
+        targets = proper or targets
+        if len(targets) == 1:
+            out[e.name] = (targets[0], 1.0)
+    return out
+
+
+def _nickname_of(short: str, first_name: str) -> bool:
+    """ "sam", "sammy", "mik", "tay" for "samantha", "mikkel", "taylor"."""
+    if short == first_name or len(short) < 3:
+        return False
+    if first_name.startswith(short):
+        return True
+    stem = short[:-1] if short.endswith("y") else short[:-2] if short.endswith("ie") else ""
+    common = len(stem.rstrip(stem[-1:])) if stem else 0  # "sammy" → "samm" → "sam"
+    return common >= 3 and first_name.startswith(stem[:common])
+
+
+def nickname_aliases(
+    entities: Sequence[Entity],
+    people: set[str] = frozenset(),  # type: ignore[assignment]
+) -> dict[str, tuple[str, float]]:
+    """A one-word name that is a short form of the first name of exactly one multi-word
+    person (a speaker or a PERSON entity)."""
+    persons = [
+        e for e in entities if len(e.name.split()) >= 2 and (e.type == "PERSON" or e.name in people)
+    ]
+    out: dict[str, tuple[str, float]] = {}
+    for e in entities:
+        if " " in e.name or len(e.name) < 3 or not e.name.isalpha():
+            continue
+        if e.type not in ("PERSON", _GENERIC):
+            continue
+        targets = [p.name for p in persons if _nickname_of(e.name, p.name.split()[0])]
+        if len(targets) == 1:
+            out[e.name] = (targets[0], len(e.name) / len(targets[0].split()[0]))
+    return out
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=False))
+    na = math.sqrt(sum(x * x for x in a))
+    nb = math.sqrt(sum(y * y for y in b))
+    return dot / (na * nb) if na and nb else 0.0
+
+
+def embedding_pairs(
+    entities: Sequence[Entity], vectors: Sequence[Sequence[float]], max_entities: int = 2000
+) -> list[tuple[str, str, float]]:
+    """Pairs of same-type names at cosine ≥ the ask threshold (most mentioned entities only:
+    the comparison is quadratic)."""
+    ranked = sorted(range(len(entities)), key=lambda i: (-entities[i].mentions, entities[i].name))
+    chosen = ranked[:max_entities]
+    pairs = []
+    for x, i in enumerate(chosen):
+        for j in chosen[x + 1 :]:
+            a, b = entities[i], entities[j]
+            if a.type != b.type:
+                continue
+            score = _cosine(vectors[i], vectors[j])
+            if score >= _EMBED_ASK:
+                pairs.append((a.name, b.name, score))
+    return pairs
+
+
+def apply_aliases(graph: RoomGraph, aliases: dict[str, tuple[str, str, float]]) -> RoomGraph:
+    """Merge every alias entity into its canonical one (alias -> (canonical, method, score)).
+
+    Mentions add up, chunk provenance and descriptions are unioned, relationships are
+    re-pointed (pairs merged, weights summed, self-loops dropped).
+    """
+    if not aliases:
+        return graph
+
+    def root(name: str) -> str:
+        seen = set()
+        while name in aliases and name not in seen:
+            seen.add(name)
+            name = aliases[name][0]
+        return name
+
+    by_name = {e.name: e for e in graph.entities}
+    merged: dict[str, Entity] = {}
+    for entity in graph.entities:
+        target = root(entity.name)
+        base = by_name[target]
+        into = merged.get(target)
+        if into is None:
+            into = Entity(
+                name=base.name,
+                display_name=base.display_name,
+                type=base.type,
+                description=base.description,
+                source_chunk_ids=list(base.source_chunk_ids),
+                mentions=base.mentions,
+                descriptions=list(base.descriptions),
+            )
+            merged[target] = into
+        if entity.name == target:
+            continue
+        into.mentions += entity.mentions
+        for cid in entity.source_chunk_ids:
+            if cid not in into.source_chunk_ids:
+                into.source_chunk_ids.append(cid)
+        for text in entity.descriptions:
+            if text not in into.descriptions and len(into.descriptions) < MAX_DESCRIPTIONS:
+                into.descriptions.append(text)
+        into.description = " ".join(into.descriptions)
+        if into.type == _GENERIC and entity.type != _GENERIC:
+            into.type = entity.type
+    rels: dict[tuple[str, str], Relationship] = {}
+    for rel in graph.relationships:
+        a, b = root(rel.source), root(rel.target)
+        if a == b:
+            continue
+        pair = (a, b) if a < b else (b, a)
+        into_rel = rels.get(pair)
+        if into_rel is None:
+            rels[pair] = Relationship(
+                pair[0], pair[1], rel.weight, rel.description, list(rel.source_chunk_ids)
+            )
+            continue
+        into_rel.weight += rel.weight
+        if rel.description and rel.description not in into_rel.description:
+            into_rel.description = (into_rel.description + " " + rel.description).strip()
+        for cid in rel.source_chunk_ids:
+            if cid not in into_rel.source_chunk_ids:
+                into_rel.source_chunk_ids.append(cid)
+    return RoomGraph(
+        entities=[merged[k] for k in sorted(merged)],
+        relationships=[rels[k] for k in sorted(rels)],
+    )
+
+
+def resolve(
+    graph: RoomGraph,
+    decided: dict[str, tuple[str, str, float]] | None = None,
+    speakers: Sequence[str] = (),
+) -> tuple[RoomGraph, list[AliasRecord]]:
+    """The graph with aliases merged, and the merges made (rules 1 and 2 here; ``decided``
+    adds merges found by embeddings / the LLM, alias -> (canonical, method, score)).
+
+    ``speakers``: the room's speakers, candidates for canonical names; a speaker becomes an
+    entity only when some name of the text resolves to them."""
+    known = {e.name for e in graph.entities}
+    people = [
+        Entity(name=key, display_name=" ".join(s.split()), type="PERSON")
+        for s in dict.fromkeys(speakers)
+        if (key := " ".join(s.lower().split())) and key not in known and len(key.split()) > 1
+    ]
+    pool = RoomGraph(entities=[*graph.entities, *people], relationships=graph.relationships)
+    aliases: dict[str, tuple[str, str, float]] = {}
+    for alias, (canonical, score) in containment_aliases(pool.entities).items():
+        aliases[alias] = (canonical, "containment", score)
+    for alias, (canonical, score) in abbreviation_aliases(pool.entities).items():
+        aliases.setdefault(alias, (canonical, "abbreviation", score))
+    speaker_keys = {" ".join(s.lower().split()) for s in speakers}
+    for alias, (canonical, score) in nickname_aliases(pool.entities, speaker_keys).items():
+        aliases.setdefault(alias, (canonical, "nickname", score))
+    # A speaker is never folded into another name (it is a member, not a mention).
+    for person in people:
+        aliases.pop(person.name, None)
+    for alias, value in (decided or {}).items():
+        aliases.setdefault(alias, value)
+    # No cycles: a canonical name is never itself merged away into its own alias.
+    for alias in list(aliases):
+        seen = {alias}
+        name = aliases[alias][0]
+        while name in aliases:
+            if name in seen:
+                del aliases[alias]
+                break
+            seen.add(name)
+            name = aliases[name][0]
+    by_name = {e.name: e for e in pool.entities}
+    merged = apply_aliases(pool, aliases)
+    # Speakers nothing resolved to stay out of the graph.
+    resolved = RoomGraph(
+        entities=[e for e in merged.entities if e.mentions > 0 or e.source_chunk_ids],
+        relationships=merged.relationships,
+    )
+    final = {e.name for e in resolved.entities}
+    records = []
+    for alias, (canonical, method, score) in sorted(aliases.items()):
+        target = canonical
+        while target not in final and target in aliases:
+            target = aliases[target][0]
+        records.append(
+            AliasRecord(
+                alias=alias,
+                canonical=target,
+                method=method,
+                score=round(score, 4),
+                source_chunk_ids=tuple(by_name[alias].source_chunk_ids),
+            )
+        )
+    return resolved, records
