@@ -2,7 +2,8 @@
 
 Entities: runs of capitalized words (optionally joined by "of"/"the"; at most four words, never
 across punctuation, so a list "Alex Mercer, Jordan Hayes" gives two names, not one), acronyms,
-and repeated lower-case two-word noun phrases (CONCEPT). Relationships: entities mentioned in
+lower-case technical names ("notifications-svc", TECHNOLOGY) and repeated lower-case two-word
+noun phrases (CONCEPT). Relationships: entities mentioned in
 the same sentence, weighted by count.
 
 Speakers are not topics: who said a message is a fact of the message (its author, kept with the
@@ -170,6 +171,38 @@ def _mid_sentence_names(sentences: list[str]) -> set[str]:
     return names
 
 
+_IDENTIFIER = re.compile(r"(?<![\w.-])([a-z][a-z0-9]*(?:[-_][a-z0-9]+)+|`[^`\s]{2,40}`)(?![\w-])")
+_SERVICE_SUFFIXES = (
+    "svc",
+    "service",
+    "api",
+    "db",
+    "worker",
+    "bot",
+    "app",
+    "cli",
+    "sdk",
+    "v2",
+    "v3",
+)
+
+
+def _identifiers(sentence: str, counts: Counter[str]) -> list[str]:
+    """Lower-case technical names ("notifications-svc", "eta-v3", `tile_cache`): hyphenated or
+    underscored tokens with a digit, a service-like suffix, or a repeat in the chunk; backticked
+    code always. Ordinary hyphenations ("follow-up") are not repeated names."""
+    out = []
+    for match in _IDENTIFIER.finditer(sentence):
+        token = match.group(1).strip("`")
+        if match.group(1).startswith("`") or (
+            any(c.isdigit() for c in token)
+            or token.rsplit("-", 1)[-1].rsplit("_", 1)[-1] in _SERVICE_SUFFIXES
+            or counts[token] >= 2
+        ):
+            out.append(token)
+    return out
+
+
 def _noun_phrases(sentences: list[str]) -> Counter[str]:
     """Repeated lower-case two-word phrases of content words: a cheap noun-phrase proxy."""
     counts: Counter[str] = Counter()
@@ -190,7 +223,8 @@ def _noun_phrases(sentences: list[str]) -> Counter[str]:
 
 class FastExtractor:
     # v2: no speaker entities or speaker relationships; names stop at punctuation.
-    name = "fast-v2"
+    # v3: technical identifiers; speakers' short names.
+    name = "fast-v3"
 
     async def extract(self, texts: Sequence[str]) -> list[Extraction | ExtractionFailure]:
         # CPU-bound: keep the event loop free.
@@ -215,6 +249,9 @@ class FastExtractor:
             m.group(0) for s in all_sentences for m in _WORD.finditer(s) if m.group(0).islower()
         }
         phrases = {p for p, n in _noun_phrases(all_sentences).items() if n >= 2}
+        identifier_counts: Counter[str] = Counter(
+            m.group(1) for sentence in all_sentences for m in _IDENTIFIER.finditer(sentence)
+        )
         # A lone name that is (a short form of) a speaker's name is a name: "Sam", "Mik".
         speaker_prefixes = {
             w.lower()[:3] for speaker, _ in lines if speaker for w in speaker.split() if len(w) > 2
@@ -260,6 +297,10 @@ class FastExtractor:
                 }
                 lowered = sentence.lower()
                 keys |= {note(p, "CONCEPT", sentence) for p in phrases if p in lowered}
+                keys |= {
+                    note(token, "TECHNOLOGY", sentence)
+                    for token in _identifiers(sentence, identifier_counts)
+                }
                 for a, b in combinations(sorted(keys), 2):
                     relate(a, b, sentence)
 

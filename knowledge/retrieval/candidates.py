@@ -194,12 +194,16 @@ async def graph(
     """
     platform, room_id, plan = ctx.platform, ctx.room_id, ctx.plan
     seeds = dict(seed_weights or {})
+    # bridge entity -> the hit text that named it (its hop-1 evidence)
+    bridges: dict[str, str] = {}
     if seed_weights is None:
         for name in plan.entities:
             seeds[name] = 1.0
         for text in bridge_texts:
             for name in _ngrams(text, names)[:4]:
-                seeds.setdefault(name, 0.5)
+                if name not in seeds:
+                    seeds[name] = 0.5
+                    bridges.setdefault(name, text)
         if platform.embedder.semantic:
             if ctx.query_vector is None:
                 ctx.query_vector = (await platform.embedder.embed([plan.question]))[0]
@@ -227,21 +231,35 @@ async def graph(
         return [name, display, *aliases_of.get(name, [])]
 
     question_terms = set(plan.terms)
-    expansion = [
+    expanded: dict[str, float] = {}
+
+    async def ranked_by(terms: list[str], weight: float) -> None:
+        hits = await platform.vectors.search_lexical(EVIDENCE, room_id, terms, ctx.depth)
+        best = max((h.score for h in hits), default=1.0) or 1.0
+        for h in hits:
+            expanded[h.id] = max(expanded.get(h.id, 0.0), weight * h.score / best)
+
+    # 1a. Aliases: the question with every surface form of the entities it names.
+    alias_terms = [
         t
         for name, w in top
-        if w >= 0.5
+        if w >= 1.0
         for form in forms(name)
         for t in _terms_of(form)
         if t not in question_terms
     ]
-    expanded: dict[str, float] = {}
-    if expansion:
-        hits = await platform.vectors.search_lexical(
-            EVIDENCE, room_id, [*plan.terms, *dict.fromkeys(expansion)], ctx.depth
-        )
-        best = max((h.score for h in hits), default=1.0) or 1.0
-        expanded = {h.id: h.score / best for h in hits}
+    if alias_terms:
+        await ranked_by([*plan.terms, *dict.fromkeys(alias_terms)], 1.0)
+    # 1b. Second hop: a bridge entity with the question terms its hop-1 message lacks ("who
+    # owns the service that caused the outage": the outage message names the service; the
+    # owner is found by the service's name and "own").
+    for name in list(bridges)[:3]:
+        hop1 = set(_terms_of(bridges[name]))
+        residual = [t for t in plan.terms if t not in hop1]
+        bridge_terms = [t for form in forms(name) for t in _terms_of(form)]
+        if residual and bridge_terms:
+            await ranked_by([*dict.fromkeys(bridge_terms), *residual], 0.8)
+    expansion = alias_terms
 
     # 2. Provenance: chunks supporting the most (and strongest) entities first.
     chunk_votes: dict[str, float] = {}
