@@ -16,6 +16,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Enum,
     Float,
@@ -280,9 +281,7 @@ class LexicalPosting(Base):
     """
 
     __tablename__ = "lexical_postings"
-    __table_args__ = (
-        Index("ix_lexical_postings_point", "collection", "room_id", "point_id"),
-    )
+    __table_args__ = (Index("ix_lexical_postings_point", "collection", "room_id", "point_id"),)
 
     collection: Mapped[str] = mapped_column(String(64), primary_key=True)
     room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -376,3 +375,36 @@ class LLMCacheEntry(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- evaluation: golden questions (migration 0005) ---------------------------------------------
+
+
+class GoldenQuestion(Base):
+    """A question with the messages that answer it, for measuring a room's retrieval.
+
+    The last evaluation is not stored here: the ``golden_questions_recall`` asset check records
+    it in the Dagster instance (metadata of the check evaluation, per room partition).
+    """
+
+    __tablename__ = "golden_questions"
+    __table_args__ = (
+        CheckConstraint(
+            "cardinality(gold_message_ids) >= 1", name="ck_golden_questions_gold_not_empty"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    room_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), index=True
+    )
+    question: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32), default="single-hop", server_default="single-hop")
+    gold_message_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    #: The insertion time (clock_timestamp: questions added in one transaction keep their order).
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )

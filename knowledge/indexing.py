@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select
@@ -280,6 +281,15 @@ async def _summarize_descriptions(llm: LLMProvider, graph: RoomGraph) -> None:
 
 
 _MODEL_MERGE = 0.92
+_LOWER_WORD = re.compile(r"(?<![\w'’])[a-z][a-z'’-]*")
+
+
+def ordinary_words(texts: Iterable[str]) -> set[str]:
+    """Words the room writes in lower case somewhere (so they are not parts of names)."""
+    found: set[str] = set()
+    for text in texts:
+        found.update(_LOWER_WORD.findall(text))
+    return found
 
 
 async def _model_merges(platform: Platform, graph: RoomGraph) -> dict[str, tuple[str, str, float]]:
@@ -395,7 +405,7 @@ async def build_graph(platform: Platform, room_id: str) -> GraphBuild:
     decided = await _model_merges(platform, graph) if platform.embedder.semantic else {}
     async with platform.session() as session:
         speakers = await room_speakers(session, room_id)
-    graph, aliases = resolve(graph, decided, speakers)
+    graph, aliases = resolve(graph, decided, speakers, ordinary_words(c.text for c in chunks))
     if platform.llm is not None:
         await _summarize_descriptions(platform.llm, graph)
     await platform.graph.replace_graph(room_id, graph)

@@ -2,6 +2,8 @@
 
 Three rules, in order, each merging a name into exactly one other entity of the same room:
 
+0. **trim** — "Tell Valeria" (a capitalized verb at a line start) is "Valeria": boundary words
+   the room also writes in lower case are no part of a name;
 1. **containment** — a name whose words all occur, in order, in longer names ("cruz" in "taylor
    cruz", "marcius" in "caius marcius coriolanus") merges into the longest of them, when those
    longer names nest in one another (one person); two unrelated containers ("first senator",
@@ -49,6 +51,27 @@ def _contains(longer: list[str], shorter: list[str]) -> bool:
     """``shorter`` is a contiguous run of ``longer``'s words."""
     n = len(shorter)
     return any(longer[i : i + n] == shorter for i in range(len(longer) - n + 1))
+
+
+def trimmed_aliases(entities: Sequence[Entity], ordinary: set[str]) -> dict[str, tuple[str, float]]:
+    """ "tell valeria" → "valeria": a name whose first or last words the room also writes in
+    lower case (verse and headings capitalize them) is that name without them, when the
+    shorter name is an entity too."""
+    names = {e.name for e in entities}
+    out: dict[str, tuple[str, float]] = {}
+    for e in entities:
+        words = e.name.split()
+        if len(words) < 2:
+            continue
+        start, end = 0, len(words)
+        while start < end - 1 and words[start] in ordinary:
+            start += 1
+        while end - 1 > start and words[end - 1] in ordinary:
+            end -= 1
+        core = " ".join(words[start:end])
+        if core != e.name and core in names:
+            out[e.name] = (core, (end - start) / len(words))
+    return out
 
 
 def containment_aliases(entities: Sequence[Entity]) -> dict[str, tuple[str, float]]:
@@ -234,6 +257,7 @@ def resolve(
     graph: RoomGraph,
     decided: dict[str, tuple[str, str, float]] | None = None,
     speakers: Sequence[str] = (),
+    ordinary_words: set[str] | None = None,
 ) -> tuple[RoomGraph, list[AliasRecord]]:
     """The graph with aliases merged, and the merges made (rules 1 and 2 here; ``decided``
     adds merges found by embeddings / the LLM, alias -> (canonical, method, score)).
@@ -248,8 +272,14 @@ def resolve(
     ]
     pool = RoomGraph(entities=[*graph.entities, *people], relationships=graph.relationships)
     aliases: dict[str, tuple[str, str, float]] = {}
-    for alias, (canonical, score) in containment_aliases(pool.entities).items():
-        aliases[alias] = (canonical, "containment", score)
+    for alias, (canonical, score) in trimmed_aliases(
+        pool.entities, ordinary_words or set()
+    ).items():
+        aliases[alias] = (canonical, "trim", score)
+    # Names that are an ordinary word away from another name are no containers of it.
+    kept = [e for e in pool.entities if e.name not in aliases]
+    for alias, (canonical, score) in containment_aliases(kept).items():
+        aliases.setdefault(alias, (canonical, "containment", score))
     for alias, (canonical, score) in abbreviation_aliases(pool.entities).items():
         aliases.setdefault(alias, (canonical, "abbreviation", score))
     speaker_keys = {" ".join(s.lower().split()) for s in speakers}

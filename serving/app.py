@@ -29,6 +29,7 @@ from serving.chat.router import router as chat_router
 from serving.chat.websocket import router as websocket_router
 from serving.courses.router import router as courses_router
 from serving.errors import install_error_handlers
+from serving.evaluation.router import router as evaluation_router
 from serving.graph.dagster import DagsterGateway
 from serving.graph.router import router as graph_router
 from serving.middleware import BodySizeLimitMiddleware
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts_router,
         agents_router,
         graph_router,
+        evaluation_router,
         websocket_router,
     ):
         api.include_router(router)

@@ -50,6 +50,7 @@ class Action(enum.StrEnum):
     AGENT_RUN = "agent:run"
     GRAPH_READ = "graph:read"
     GRAPH_BUILD = "graph:build"
+    GOLDEN_QUESTIONS_MANAGE = "golden_questions:manage"  # add, delete, evaluate now
 
 
 class RoomLevel(enum.IntEnum):
@@ -67,7 +68,9 @@ _ROOM_READER_ACTIONS = frozenset(
         Action.GRAPH_BUILD,
     }
 )
-_ROOM_MODERATOR_ACTIONS = frozenset({Action.ROOM_MANAGE, Action.AGENT_MANAGE, Action.AGENT_RUN})
+_ROOM_MODERATOR_ACTIONS = frozenset(
+    {Action.ROOM_MANAGE, Action.AGENT_MANAGE, Action.AGENT_RUN, Action.GOLDEN_QUESTIONS_MANAGE}
+)
 
 Resource = (
     None | User | UserRole | Course | Room | MessageRecord | Artifact | AgentConfig | uuid.UUID

@@ -19,6 +19,7 @@ BODIES = {
     "sandbox": {"message": "what happened?"},
     "query": {"question": "what happened?"},
     "members": {"user_id": str(uuid.uuid4()), "role": "member"},
+    "golden-questions": {"question": "what happened?", "gold_message_ids": [1]},
     "import": {"format": "jsonl", "content": '{"speaker": "A", "text": "hello"}\n'},
 }
 
