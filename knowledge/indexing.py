@@ -548,6 +548,25 @@ async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
 # --- whole room ---------------------------------------------------------------------------------
 
 
+@dataclass
+class RoomIndex:
+    chunks: ChunkSync
+    evidence: EvidenceSync
+    graph: GraphBuild
+    communities: CommunityBuild
+    reports: ReportBuild
+
+
+async def index_room(platform: Platform, room_id: str) -> RoomIndex:
+    """Every step in order, in this process (what a room refresh run materializes)."""
+    chunks = await sync_chunks(platform, room_id)
+    evidence = await sync_evidence(platform, room_id)
+    graph = await build_graph(platform, room_id)
+    communities = await detect_communities(platform, room_id)
+    reports = await write_reports(platform, room_id)
+    return RoomIndex(chunks, evidence, graph, communities, reports)
+
+
 async def wipe_room(platform: Platform, room_id: str) -> None:
     """Remove every derived fact of a room from every store (the sources stay)."""
     async with platform.session() as session:

@@ -56,7 +56,10 @@ async def entities_in_communities(platform: Platform, room_id: str) -> CheckOutc
 
 
 async def vectors_match_rows(platform: Platform, room_id: str, kind: str) -> CheckOutcome:
-    """``kind`` is chunks, entities or communities (reports): vector count = row count."""
+    """``kind`` is chunks, entities, communities (reports) or evidence: vector count = row
+    count."""
+    if kind == "evidence":
+        return await evidence_indexed(platform, room_id)
     state = await room_state(platform, room_id)
     rows = state["reports" if kind == "communities" else kind]
     vectors = state[f"{kind}_vectors"]

@@ -62,6 +62,8 @@ class Platform:
     report_writer: ReportWriter
     # Set when an LLM is configured (OPENAI_API_KEY); None in the offline mode.
     llm: LLMProvider | None = None
+    # The embeddings-only provider when EMBEDDING_BASE_URL is set (the embedder's provider).
+    embedding_llm: LLMProvider | None = None
 
     def session(self) -> AsyncSession:
         # Objects stay readable after commit: callers use ids and fields after the transaction.
@@ -86,9 +88,40 @@ def make_llm(settings: Settings, engine: AsyncEngine) -> LLMProvider | None:
     )
 
 
-def make_embedder(settings: Settings, llm: LLMProvider | None) -> Embedder:
+def make_embedding_llm(
+    settings: Settings, engine: AsyncEngine, llm: LLMProvider | None = None
+) -> LLMProvider | None:
+    """An embeddings-only provider on EMBEDDING_BASE_URL (own key, same cache and limits), or
+    None. Its usage is counted with the chat LLM's when there is one."""
+    if not settings.embedding_base_url:
+        return None
+    provider = LLMProvider(
+        # Local servers take no key; the OpenAI client needs a non-empty one.
+        api_key=settings.embedding_api_key or "none",
+        base_url=settings.embedding_base_url,
+        chat_model=settings.llm_chat_model,  # never asked: this provider only embeds
+        embedding_model=settings.llm_embedding_model,
+        embedding_dim=settings.llm_embedding_dim,
+        cache=LLMCache(engine),
+        concurrency=settings.llm_concurrency,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        backoff=settings.llm_backoff_seconds,
+        reasks=settings.llm_reasks,
+    )
     if llm is not None:
-        return OpenAIEmbedder(llm, settings.embedding_batch_tokens)
+        provider.usage = llm.usage
+    return provider
+
+
+def make_embedder(
+    settings: Settings, llm: LLMProvider | None, embedding_llm: LLMProvider | None = None
+) -> Embedder:
+    """The embeddings-only provider's model when EMBEDDING_BASE_URL is set, else the LLM's,
+    else the offline hashing embedder."""
+    provider = embedding_llm or llm
+    if provider is not None:
+        return OpenAIEmbedder(provider, settings.embedding_batch_tokens)
     return HashingEmbedder(settings.offline_embedding_dim)
 
 
@@ -146,21 +179,25 @@ async def open_platform(settings: Settings | None = None) -> AsyncIterator[Platf
     settings = settings or get_settings()
     engine = async_engine(settings)
     graph, vectors = make_stores(settings, engine)
-    llm = make_llm(settings, engine)
+    llm = embedding_llm = None
     try:
+        llm = make_llm(settings, engine)
+        embedding_llm = make_embedding_llm(settings, engine, llm)
         yield Platform(
             settings=settings,
             engine=engine,
             graph=graph,
             vectors=vectors,
             extractor=make_extractor(settings, llm),
-            embedder=make_embedder(settings, llm),
+            embedder=make_embedder(settings, llm, embedding_llm),
             report_writer=make_report_writer(settings, llm),
             llm=llm,
+            embedding_llm=embedding_llm,
         )
     finally:
-        if llm is not None:
-            await llm.aclose()
+        for provider in (llm, embedding_llm):
+            if provider is not None:
+                await provider.aclose()
         for store in (graph, vectors):
             close = getattr(store, "close", None)
             if close is not None:

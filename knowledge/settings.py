@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     llm_embedding_model: str = "text-embedding-3-small"
     # Dimensions asked of the embedding endpoint (sent as ``dimensions`` to text-embedding-3).
     llm_embedding_dim: int = Field(default=1536, ge=8, le=8192)
+    # Embeddings from their own OpenAI-compatible server (TEI, vLLM, Ollama, bench/embed_server.py)
+    # when EMBEDDING_BASE_URL is set, with or without a chat LLM: LLM_EMBEDDING_MODEL and
+    # LLM_EMBEDDING_DIM name the model; the LLM_* limits (timeout, concurrency, retries) apply.
+    embedding_base_url: str | None = None
+    embedding_api_key: str | None = None
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
     # One limit on concurrent LLM calls across a run.
     llm_concurrency: int = Field(default=8, ge=1, le=256)
@@ -144,6 +149,11 @@ class Settings(BaseSettings):
     @property
     def uses_llm(self) -> bool:
         return bool(self.openai_api_key)
+
+    @property
+    def uses_embedding_model(self) -> bool:
+        """A model embeds (its own server or the LLM's), not the offline feature hashing."""
+        return bool(self.embedding_base_url) or self.uses_llm
 
     @property
     def uses_embedded_postgres(self) -> bool:

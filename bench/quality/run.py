@@ -90,13 +90,7 @@ async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # t
 
     from dbschema.models import Message
     from knowledge import rooms
-    from knowledge.indexing import (
-        build_graph,
-        detect_communities,
-        sync_chunks,
-        sync_evidence,
-        write_reports,
-    )
+    from knowledge.indexing import index_room
     from knowledge.lexical import BM25Index
     from knowledge.retrieval import RetrievalOptions
     from knowledge.search import find_evidence
@@ -129,11 +123,7 @@ async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # t
     room_id = str(room.id)
     number_of = {mid: n for n, mid in enumerate(ids, start=1)}
     started = time.perf_counter()
-    await sync_chunks(platform, room_id)
-    await sync_evidence(platform, room_id)
-    graph = await build_graph(platform, room_id)
-    await detect_communities(platform, room_id)
-    await write_reports(platform, room_id)
+    graph = (await index_room(platform, room_id)).graph
     build_seconds = time.perf_counter() - started
     print(
         f"\n== {golden.name}: {result.messages} messages, {len(golden.artifacts)} artifacts, "
@@ -158,6 +148,7 @@ async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # t
         lambda: defaultdict(list)
     )
     latencies: list[float] = []
+    stage_seconds: dict[str, float] = defaultdict(float)
     for q in golden.questions:
         gold = q["gold"]
         row = {}
@@ -169,6 +160,8 @@ async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # t
             retrieval = await find_evidence(platform, room_id, q["question"], 10, options)
             if name == "ours":
                 latencies.append(time.perf_counter() - t0)
+                for stage in retrieval.stages:
+                    stage_seconds[stage.stage] += stage.seconds
             ranked = [
                 number_of[int(e.id)]
                 for e in retrieval.evidence
@@ -187,6 +180,11 @@ async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # t
     p50 = latencies[len(latencies) // 2] * 1000
     p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))] * 1000
     print(f"   retrieval latency in-process (ours): p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+    n = max(1, len(latencies))
+    print(
+        "   mean per stage (ms): "
+        + ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in stage_seconds.items())
+    )
     return scores
 
 

@@ -266,8 +266,13 @@ class FastExtractor:
         weights: Counter[tuple[str, str]] = Counter()
         rel_examples: dict[tuple[str, str], str] = {}
 
+        # A name that is a speaker of the chunk is a person (they speak), wherever it is named.
+        speaker_keys = {" ".join(speaker.lower().split()) for speaker, _ in lines if speaker}
+
         def note(name: str, type_: str, sentence: str) -> str:
             key = " ".join(name.lower().split())
+            if key in speaker_keys:
+                type_ = "PERSON"
             display.setdefault(key, name)
             types[key][type_] += 1
             descriptions.setdefault(key, excerpt(sentence, _DESCRIPTION_CHARS))

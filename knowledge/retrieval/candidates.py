@@ -239,17 +239,20 @@ async def graph(
         for h in hits:
             expanded[h.id] = max(expanded.get(h.id, 0.0), weight * h.score / best)
 
-    # 1a. Aliases: the question with every surface form of the entities it names.
-    alias_terms = [
-        t
-        for name, w in top
-        if w >= 1.0
-        for form in forms(name)
-        for t in _terms_of(form)
-        if t not in question_terms
-    ]
-    if alias_terms:
-        await ranked_by([*plan.terms, *dict.fromkeys(alias_terms)], 1.0)
+    # 1a. Aliases: the question with the name it uses replaced by each other name of the same
+    # entity (one query per name, best score kept: an OR over the names, so a much-named
+    # entity does not outweigh the rest of the question).
+    alias_terms: list[str] = []
+    for name, w in top:
+        if w < 1.0:
+            continue
+        used = {t for form in plan.entity_forms.get(name, []) for t in _terms_of(form)}
+        rest = [t for t in plan.terms if t not in used]
+        for form in dict.fromkeys(forms(name)):
+            terms = [t for t in _terms_of(form) if t not in question_terms]
+            if terms and len(alias_terms) < 12:
+                alias_terms += terms
+                await ranked_by([*rest, *dict.fromkeys(terms)], 1.0)
     # 1b. Second hop: a bridge entity with the question terms its hop-1 message lacks ("who
     # owns the service that caused the outage": the outage message names the service; the
     # owner is found by the service's name and "own").

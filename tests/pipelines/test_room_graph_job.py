@@ -40,14 +40,22 @@ def test_refresh_materializes_every_asset_and_passes_checks(
 ) -> None:
     state = stored_state(settings, sample_room)
     assert state["chunks"] > 3
-    assert state["entities"] > 20
-    assert state["relationships"] > 20
+    assert state["entities"] > 10
+    assert state["relationships"] > 10
     assert state["communities"] > 2
     assert state["reports"] == state["communities"]
     assert state["chunks_vectors"] == state["chunks"]
     assert state["entities_vectors"] == state["entities"]
     assert state["communities_vectors"] == state["reports"]
-    for asset in ("chunks", "entities", "relationships", "communities", "community_reports"):
+    assert state["evidence_vectors"] > state["chunks"]  # every message is a unit of evidence
+    for asset in (
+        "chunks",
+        "evidence",
+        "entities",
+        "relationships",
+        "communities",
+        "community_reports",
+    ):
         record = dagster_instance.get_latest_materialization_event(AssetKey(asset))
         assert record is not None
     # every blocking check ran and passed in the recorded run
@@ -60,7 +68,8 @@ def test_refresh_materializes_every_asset_and_passes_checks(
             runs[-1].run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
         )
     ]
-    assert len(checks) == 7
+    # 6 graph checks, all_chunks_extracted, every_message_indexed, golden_questions_recall
+    assert len(checks) == 9
     assert all(c.event_specific_data.passed for c in checks)
 
 
@@ -179,7 +188,7 @@ def test_questions_are_answered_with_citations_to_room_messages(
             assert global_answer.reports_as_of is not None
             local = await answer_question(platform, sample_room, "What does Menenius say?")
             assert local.route == Route.local
-            assert "Menenius" in local.entities
+            assert any(e.startswith("Menenius") for e in local.entities)
             assert local.message_ids and set(local.message_ids) <= ids
             assert any(c.speaker == "Menenius" or "Menenius" in c.excerpt for c in local.citations)
 

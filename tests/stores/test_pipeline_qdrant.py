@@ -12,18 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from knowledge import invariants
-from knowledge.indexing import (
-    build_graph,
-    detect_communities,
-    room_state,
-    sync_chunks,
-    wipe_room,
-    write_reports,
-)
+from knowledge.indexing import index_room, room_state, wipe_room
 from knowledge.platform import Platform
 from knowledge.sample import load_sample
 from knowledge.search import Route, answer_question
-from knowledge.stores.base import CHUNKS, COLLECTIONS, COMMUNITIES, ENTITIES
+from knowledge.stores.base import CHUNKS, COLLECTIONS, COMMUNITIES, ENTITIES, EVIDENCE
 from knowledge.stores.qdrant_store import QdrantVectorStore
 from tests.conftest import make_room
 
@@ -43,23 +36,23 @@ async def qdrant_platform(
 
 async def build(platform: Platform, room_id: str) -> dict[str, int]:
     """Run every step; return how many vectors each step (re)wrote."""
-    chunks = await sync_chunks(platform, room_id)
-    graph = await build_graph(platform, room_id)
-    await detect_communities(platform, room_id)
-    reports = await write_reports(platform, room_id)
+    index = await index_room(platform, room_id)
     return {
-        CHUNKS: chunks.vectors.written,
-        ENTITIES: graph.vectors.written,
-        COMMUNITIES: reports.vectors.written,
+        CHUNKS: index.chunks.vectors.written,
+        ENTITIES: index.graph.vectors.written,
+        COMMUNITIES: index.reports.vectors.written,
+        EVIDENCE: index.evidence.vectors.written,
     }
 
 
-async def check_invariants(platform: Platform, room_id: str) -> None:
+async def check_invariants(
+    platform: Platform, room_id: str, collections: tuple[str, ...] = COLLECTIONS
+) -> None:
     outcomes = [
         await invariants.relationships_have_entities(platform, room_id),
         await invariants.names_normalized(platform, room_id),
         await invariants.entities_in_communities(platform, room_id),
-        *[await invariants.vectors_match_rows(platform, room_id, kind) for kind in COLLECTIONS],
+        *[await invariants.vectors_match_rows(platform, room_id, kind) for kind in collections],
     ]
     failed = [(o.description, o.examples) for o in outcomes if not o.passed]
     assert not failed, failed
@@ -79,7 +72,9 @@ async def test_room_index_and_answers_with_qdrant(
     await check_invariants(qdrant_platform, room_id)
 
     # Idempotent: a second run re-embeds nothing (fingerprints match) and changes nothing.
-    assert await build(qdrant_platform, room_id) == {CHUNKS: 0, ENTITIES: 0, COMMUNITIES: 0}
+    assert await build(qdrant_platform, room_id) == dict.fromkeys(
+        (CHUNKS, ENTITIES, COMMUNITIES, EVIDENCE), 0
+    )
     assert await room_state(qdrant_platform, room_id) == state
 
     # The same room indexed into pgvector holds the same points with the same fingerprints.
@@ -119,8 +114,11 @@ async def test_room_state_of_an_unbuilt_room_with_qdrant(
     room_id = await make_room(platform, [("Ann", "Hello Bob.")], "unbuilt")
     state = await room_state(qdrant_platform, room_id)
     assert state["chunks_vectors"] == state["entities_vectors"] == 0
-    assert state["communities_vectors"] == 0
-    await check_invariants(qdrant_platform, room_id)
+    assert state["communities_vectors"] == state["evidence_vectors"] == 0
+    # Derived stores agree with each other; the evidence index is behind the messages until
+    # the room is indexed (what the every_message_indexed check reports).
+    await check_invariants(qdrant_platform, room_id, tuple(c for c in COLLECTIONS if c != EVIDENCE))
+    assert not (await invariants.vectors_match_rows(qdrant_platform, room_id, EVIDENCE)).passed
 
 
 async def test_platform_uses_qdrant_when_configured(platform: Platform) -> None:

@@ -13,8 +13,18 @@ from collections.abc import AsyncIterator
 import pytest
 
 from knowledge.embeddings import HashingEmbedder
+from knowledge.lexical import analyze
 from knowledge.platform import Platform
-from knowledge.stores.base import CHUNKS, COMMUNITIES, ENTITIES, VectorRecord, VectorStore
+from knowledge.stores.base import (
+    CHUNKS,
+    COMMUNITIES,
+    ENTITIES,
+    EVIDENCE,
+    PointFilter,
+    VectorHit,
+    VectorRecord,
+    VectorStore,
+)
 from knowledge.stores.pgvector_store import PgVectorStore
 from knowledge.stores.qdrant_store import QdrantVectorStore
 
@@ -259,3 +269,296 @@ async def test_dense_search_in_a_small_room_among_many_points(store: VectorStore
     hits = await store.search(COMMUNITIES, small, "", EMBEDDER.embed_one(query), 3)
     assert [h.id for h in hits][:1] == ["c-mother"]
     assert len(hits) == 3
+
+
+# --- evidence: BM25, filters, term statistics ----------------------------------------------------
+
+DAY = 86_400.0
+T0 = 1_700_000_000.0
+
+
+def message(
+    pid: str, text: str, speaker: str | None = "Ann", ts: float | None = T0, kind: str = "message"
+) -> VectorRecord:
+    """An evidence point as ``knowledge.indexing.sync_evidence`` writes one."""
+    return VectorRecord(
+        id=pid,
+        text=text,
+        vector=EMBEDDER.embed_one(text),
+        payload={"kind": kind, "ref": pid.removeprefix("m:"), "speaker": speaker, "ts": ts},
+    )
+
+
+async def lexical(
+    store: VectorStore,
+    room: str,
+    query: str,
+    limit: int = 10,
+    where: PointFilter | None = None,
+) -> list[VectorHit]:
+    return await store.search_lexical(EVIDENCE, room, analyze(query), limit, where)
+
+
+def ids(hits: list[VectorHit]) -> list[str]:
+    return [h.id for h in hits]
+
+
+# Five messages share "standup"; "zeppelin" is in one. The texts have the same length (in
+# lexical terms) wherever the test compares two of them.
+EVIDENCE_POINTS = [
+    message("m:1", "zeppelin tickets booked today", ts=T0),
+    message("m:2", "standup tickets booked today", ts=T0 + DAY),
+    message("m:3", "standup moved to noon", speaker="Bob", ts=T0 + 2 * DAY),
+    message("m:4", "standup notes are in the wiki", speaker="Bob", ts=T0 + 3 * DAY),
+    message("m:5", "standup skipped", speaker="Cy", ts=T0 + 4 * DAY),
+    message("m:6", "standup again tomorrow", ts=T0 + 5 * DAY),
+    message("m:7", "we should postpone the launch review", speaker="Cy", ts=T0 + 6 * DAY),
+    message("m:8", "the weekly meeting covers the budget", speaker="Bob", ts=T0 + 7 * DAY),
+    message(
+        "a:chunk-1",
+        "Launch checklist: budget sign-off, venue, catering.",
+        speaker=None,
+        ts=None,
+        kind="artifact",
+    ),
+]
+
+
+@pytest.fixture
+async def evidence_room(store: VectorStore) -> str:
+    await store.ensure_collection(EVIDENCE, DIM)
+    room_id = new_room()
+    await store.upsert(EVIDENCE, room_id, EVIDENCE_POINTS)
+    return room_id
+
+
+async def test_lexical_rare_term_beats_common_term(store: VectorStore, evidence_room: str) -> None:
+    # m:1 and m:2 have the same length and one query term each: IDF decides.
+    hits = await lexical(store, evidence_room, "standup zeppelin")
+    assert ids(hits)[0] == "m:1", ids(hits)
+    assert ids(hits).index("m:1") < ids(hits).index("m:2")
+    assert set(ids(hits)) == {"m:1", "m:2", "m:3", "m:4", "m:5", "m:6"}
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+    # A hit carries its text and the payload as written (nothing the store keeps for itself).
+    assert hits[0].text == "zeppelin tickets booked today"
+    assert hits[0].payload == {"kind": "message", "ref": "1", "speaker": "Ann", "ts": T0}
+
+
+async def test_lexical_shorter_document_wins_a_single_match(store: VectorStore) -> None:
+    await store.ensure_collection(EVIDENCE, DIM)
+    room = new_room()
+    await store.upsert(
+        EVIDENCE,
+        room,
+        [
+            message(
+                "m:long",
+                "invoice attached together with garden photos, lake maps, mountain routes, "
+                "river charts and forest notes",
+            ),
+            message("m:short", "invoice attached"),
+            message("m:other", "nothing relevant here"),
+        ],
+    )
+    hits = await lexical(store, room, "invoice")
+    assert ids(hits) == ["m:short", "m:long"]
+    assert hits[0].score > hits[1].score
+
+
+async def test_lexical_stems_terms(store: VectorStore, evidence_room: str) -> None:
+    # The index and the query go through the same analyzer: "postponed", "postponing" and
+    # "postpone" are one term, "meetings" and "meeting" another.
+    assert ids(await lexical(store, evidence_room, "postponed")) == ["m:7"]
+    assert ids(await lexical(store, evidence_room, "meetings")) == ["m:8"]
+    assert set(ids(await lexical(store, evidence_room, "postponing meetings"))) == {"m:7", "m:8"}
+    # Stopwords and unknown words match nothing.
+    assert await lexical(store, evidence_room, "the of and") == []
+    assert await lexical(store, evidence_room, "xylophone") == []
+    assert await store.search_lexical(EVIDENCE, evidence_room, [], 10) == []
+
+
+async def test_lexical_limit(store: VectorStore, evidence_room: str) -> None:
+    assert len(await lexical(store, evidence_room, "standup", limit=2)) == 2
+    assert await lexical(store, evidence_room, "standup", limit=0) == []
+
+
+async def test_lexical_filters_by_speaker_and_time(store: VectorStore, evidence_room: str) -> None:
+    assert set(ids(await lexical(store, evidence_room, "standup"))) == {
+        "m:2",
+        "m:3",
+        "m:4",
+        "m:5",
+        "m:6",
+    }
+    bob = PointFilter(speakers=("Bob",))
+    assert set(ids(await lexical(store, evidence_room, "standup", where=bob))) == {"m:3", "m:4"}
+    bob_or_cy = PointFilter(speakers=("Bob", "Cy"))
+    assert set(ids(await lexical(store, evidence_room, "standup", where=bob_or_cy))) == {
+        "m:3",
+        "m:4",
+        "m:5",
+    }
+    assert (
+        await lexical(store, evidence_room, "standup", where=PointFilter(speakers=("Zed",))) == []
+    )
+    # [since, until], both ends inclusive, on the payload's ``ts``.
+    window = PointFilter(since=T0 + DAY, until=T0 + 3 * DAY)
+    assert set(ids(await lexical(store, evidence_room, "standup", where=window))) == {
+        "m:2",
+        "m:3",
+        "m:4",
+    }
+    since = PointFilter(since=T0 + 4 * DAY)
+    assert set(ids(await lexical(store, evidence_room, "standup", where=since))) == {"m:5", "m:6"}
+    until = PointFilter(until=T0 + DAY)
+    assert set(ids(await lexical(store, evidence_room, "standup", where=until))) == {"m:2"}
+    both = PointFilter(speakers=("Bob",), since=T0 + 3 * DAY)
+    assert ids(await lexical(store, evidence_room, "standup", where=both)) == ["m:4"]
+    # An artifact passage (no speaker, no time) matches without a filter, never with one.
+    assert "a:chunk-1" in ids(await lexical(store, evidence_room, "budget"))
+    assert "a:chunk-1" not in ids(
+        await lexical(store, evidence_room, "budget", where=PointFilter(since=0.0))
+    )
+    assert "a:chunk-1" not in ids(await lexical(store, evidence_room, "budget", where=bob))
+    # An empty filter is no filter.
+    assert set(ids(await lexical(store, evidence_room, "budget", where=PointFilter()))) == {
+        "m:8",
+        "a:chunk-1",
+    }
+
+
+async def test_lexical_search_never_crosses_rooms(store: VectorStore, evidence_room: str) -> None:
+    other = new_room()
+    # Same ids, other texts; a term only the other room has; a shared term.
+    await store.upsert(
+        EVIDENCE,
+        other,
+        [
+            message("m:1", "pirates raid the harbour of Tyre", speaker="Bob"),
+            message("m:9", "standup with the pirates", speaker="Bob"),
+        ],
+    )
+    assert await lexical(store, evidence_room, "pirates harbour") == []
+    mine = await lexical(store, evidence_room, "standup zeppelin", where=PointFilter(("Ann",)))
+    assert ids(mine)[0] == "m:1" and set(ids(mine)) == {"m:1", "m:2", "m:6"}
+    assert mine[0].text == "zeppelin tickets booked today"
+    theirs = await lexical(store, other, "standup zeppelin pirates")
+    assert set(ids(theirs)) == {"m:1", "m:9"}
+    assert {h.text for h in theirs} == {
+        "pirates raid the harbour of Tyre",
+        "standup with the pirates",
+    }
+    # Deleting an id in one room leaves the point with the same id in the other.
+    await store.delete(EVIDENCE, other, ["m:1"])
+    assert ids(await lexical(store, evidence_room, "zeppelin")) == ["m:1"]
+    assert await lexical(store, other, "harbour") == []
+
+
+async def test_term_stats_counts_points_and_document_frequencies(
+    store: VectorStore, evidence_room: str
+) -> None:
+    terms = analyze("standup zeppelin budget xylophone")
+    n, frequencies = await store.term_stats(EVIDENCE, evidence_room, terms)
+    assert n == len(EVIDENCE_POINTS)
+    assert {t: frequencies.get(t, 0) for t in terms} == {
+        "standup": 5,
+        "zeppelin": 1,
+        "budget": 2,
+        "xylophon": 0,
+    }
+    # A document counts once, however often it repeats a term; other rooms do not count.
+    other = new_room()
+    await store.upsert(
+        EVIDENCE, other, [message("m:1", "standup standup standup"), message("m:2", "zeppelin")]
+    )
+    n, frequencies = await store.term_stats(EVIDENCE, other, ["standup", "zeppelin"])
+    assert (n, frequencies) == (2, {"standup": 1, "zeppelin": 1})
+    n, frequencies = await store.term_stats(EVIDENCE, evidence_room, ["standup"])
+    assert (n, frequencies) == (len(EVIDENCE_POINTS), {"standup": 5})
+    assert await store.term_stats(EVIDENCE, new_room(), ["standup"]) == (0, {})
+
+
+async def test_deleted_and_replaced_points_leave_the_lexical_index(
+    store: VectorStore, evidence_room: str
+) -> None:
+    await store.delete(EVIDENCE, evidence_room, ["m:1", "m:3"])
+    assert await lexical(store, evidence_room, "zeppelin") == []
+    assert "m:3" not in ids(await lexical(store, evidence_room, "standup noon"))
+    n, frequencies = await store.term_stats(EVIDENCE, evidence_room, ["zeppelin", "standup"])
+    assert n == len(EVIDENCE_POINTS) - 2
+    assert frequencies.get("zeppelin", 0) == 0 and frequencies["standup"] == 4
+    # A point written again with another text is found by its new words only.
+    await store.upsert(EVIDENCE, evidence_room, [message("m:7", "the launch review stays")])
+    assert await lexical(store, evidence_room, "postponed") == []
+    assert ids(await lexical(store, evidence_room, "stays")) == ["m:7"]
+
+
+async def test_lexical_search_of_an_unwritten_room(store: VectorStore) -> None:
+    await store.ensure_collection(EVIDENCE, DIM)
+    room = new_room()
+    assert await lexical(store, room, "standup") == []
+    assert await store.search_dense(EVIDENCE, room, EMBEDDER.embed_one("standup"), 5) == []
+
+
+async def test_dense_search_finds_the_exact_vector_first_and_respects_filters(
+    store: VectorStore, evidence_room: str
+) -> None:
+    target = EVIDENCE_POINTS[2]  # m:3, Bob, T0 + 2 days
+    hits = await store.search_dense(EVIDENCE, evidence_room, target.vector, 4)
+    assert ids(hits)[0] == "m:3" and len(hits) == 4
+    assert hits[0].score == pytest.approx(1.0, abs=1e-3)
+    assert hits[0].text == target.text and hits[0].payload == target.payload
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    # Filters apply before the limit: the nearest points that pass them.
+    not_bob = await store.search_dense(
+        EVIDENCE, evidence_room, target.vector, 3, PointFilter(speakers=("Ann", "Cy"))
+    )
+    assert len(not_bob) == 3
+    assert "m:3" not in ids(not_bob)
+    assert {h.payload["speaker"] for h in not_bob} <= {"Ann", "Cy"}
+    window = await store.search_dense(
+        EVIDENCE, evidence_room, target.vector, 10, PointFilter(since=T0 + 3 * DAY)
+    )
+    assert set(ids(window)) == {"m:4", "m:5", "m:6", "m:7", "m:8"}
+    assert await store.search_dense(EVIDENCE, evidence_room, target.vector, 0) == []
+    # Another room with the very same vector is not seen from this one.
+    other = new_room()
+    await store.upsert(EVIDENCE, other, [message("m:3", target.text, speaker="Bob")])
+    hits = await store.search_dense(EVIDENCE, evidence_room, target.vector, 20)
+    assert len(hits) == len(EVIDENCE_POINTS)
+    assert ids(await store.search_dense(EVIDENCE, other, target.vector, 20)) == ["m:3"]
+
+
+async def test_lexical_idf_is_the_rooms_own(
+    store: VectorStore, request: pytest.FixtureRequest
+) -> None:
+    """A term common in a busy neighbouring room is still rare here (IDF over the room's
+    points, as the protocol says): one room's vocabulary neither changes another's rankings
+    nor can be read from them."""
+    if isinstance(store, QdrantVectorStore):
+        # Qdrant's IDF modifier counts the whole collection (every room). Scoping it per query
+        # needs ``SearchParams(idf=IdfCorpusParams(corpus=<room filter>))`` (recent Qdrant and
+        # qdrant-client; compose runs v1.15.4). Strict: this fails loudly once it is fixed.
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="Qdrant IDF is collection-wide, not per room")
+        )
+    await store.ensure_collection(EVIDENCE, DIM)
+    busy, small = new_room(), new_room()
+    await store.upsert(
+        EVIDENCE, busy, [message(f"m:{i}", f"quartz item {i} listed") for i in range(40)]
+    )
+    await store.upsert(
+        EVIDENCE,
+        small,
+        [
+            message("m:1", "quartz tickets booked"),
+            message("m:2", "ledger tickets booked"),
+            message("m:3", "ledger notes filed"),
+            message("m:4", "nothing else here"),
+        ],
+    )
+    # Here "quartz" is in one point and "ledger" in two: the quartz message ranks first.
+    hits = await lexical(store, small, "quartz ledger tickets")
+    assert ids(hits)[0] == "m:1", [(h.id, h.score) for h in hits]
