@@ -8,9 +8,14 @@ import logging
 import os
 import sys
 import warnings
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from coagent.progress import fail, say, step
 from knowledge.errors import DomainError
+
+if TYPE_CHECKING:
+    from knowledge.search import Answer
 
 
 def _quiet() -> None:
@@ -161,21 +166,89 @@ def cmd_export(args: argparse.Namespace) -> None:
     say(f"Wrote {len(counts)} tables in GraphRAG's output layout to {out}")
 
 
+def _top_k(value: str) -> int:
+    from knowledge.retrieval.pipeline import MAX_TOP_K
+
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= number <= MAX_TOP_K:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_TOP_K}, not {number}")
+    return number
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def answer_json(answer: Answer, mode: str, top_k: int) -> dict[str, Any]:
+    """An answer as one JSON-ready object (times as ISO 8601 strings, stage timings in
+    seconds)."""
+
+    return {
+        "question": answer.question,
+        "route": answer.route.value,
+        "mode": mode,
+        "top_k": top_k,
+        "answer": answer.answer,
+        "citations": [
+            {
+                "kind": c.kind,
+                "id": c.id,
+                "speaker": c.speaker,
+                "time": _iso(c.time),
+                "excerpt": c.excerpt,
+            }
+            for c in answer.citations
+        ],
+        "evidence": [
+            {
+                "rank": rank,
+                "kind": e.kind,
+                "id": e.id,
+                "unit_id": e.unit_id,
+                "score": e.score,
+                "signals": dict(e.signals),
+                "speaker": e.speaker,
+                "time": _iso(e.time),
+                "excerpt": e.excerpt,
+            }
+            for rank, e in enumerate(answer.evidence, start=1)
+        ],
+        "stages": [
+            {"stage": s.stage, "found": s.found, "seconds": round(s.seconds, 6), "note": s.note}
+            for s in answer.stages
+        ],
+        "entities": list(answer.entities),
+        "communities": list(answer.communities),
+        "seconds": round(answer.seconds, 6),
+    }
+
+
 def cmd_ask(args: argparse.Namespace) -> None:
+    import json
+
     from knowledge.platform import open_platform
-    from knowledge.search import Route, answer_question
+    from knowledge.search import Mode, Route, answer_question
 
     settings = _settings()
     route = Route(args.route) if args.route else None
+    mode = Mode(args.mode)
 
     async def ask():  # type: ignore[no-untyped-def]
         async with open_platform(settings) as platform:
-            return await answer_question(platform, args.room, args.question, route)
+            return await answer_question(
+                platform, args.room, args.question, route, top_k=args.top_k, mode=mode
+            )
 
     answer = asyncio.run(ask())
+    if args.json:
+        print(json.dumps(answer_json(answer, mode.value, args.top_k), ensure_ascii=False))
+        return
     from coagent.demo import print_answer
 
-    print_answer(answer)
+    print_answer(answer, mode)
 
 
 def cmd_dagster(args: argparse.Namespace) -> None:
@@ -285,6 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="ask a question about a room")
     ask.add_argument("--room", required=True, help="room id")
     ask.add_argument("--route", choices=["global", "local"], help="force a search route")
+    ask.add_argument(
+        "--top-k", type=_top_k, default=10, metavar="N", help="units of evidence (1-50, 10)"
+    )
+    ask.add_argument(
+        "--mode",
+        choices=["answer", "evidence"],
+        default="answer",
+        help="evidence: the ranked evidence only, no LLM call",
+    )
+    ask.add_argument(
+        "--json", action="store_true", help="print one JSON object (answer, evidence, stages)"
+    )
     ask.add_argument("question")
     ask.set_defaults(func=cmd_ask)
     return parser

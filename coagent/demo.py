@@ -10,21 +10,42 @@ from coagent.progress import fail, say, step
 from coagent.runs import run_room_job
 from knowledge.platform import open_platform, redis_url
 from knowledge.sample import DemoRoom, ensure_demo_room
-from knowledge.search import Answer, answer_question
+from knowledge.search import Answer, Mode, answer_question
 from knowledge.settings import Settings
+from knowledge.text import excerpt
 
 GLOBAL_QUESTION = "What are the main themes of this conversation?"
 LOCAL_QUESTION = "What is said about Aufidius and the Volsces?"
 
 
-def print_answer(answer: Answer) -> None:
+_EVIDENCE_EXCERPT_CHARS = 100
+
+
+def print_answer(answer: Answer, mode: Mode = Mode.answer, max_evidence: int | None = None) -> None:
+    """The route, the answer and its citations, then the ranked evidence, one line each:
+    rank, kind and id, speaker, date, the signals that found it (signal#rank), an excerpt.
+    In evidence mode there is no answer, and the citations are the evidence."""
     say(f"  route: {answer.route.value}   ({answer.seconds * 1000:.0f} ms)")
-    say(f"  answer: {answer.answer}")
-    if answer.citations:
-        say("  citations:")
-        for c in answer.citations:
-            who = f"{c.speaker}: " if c.speaker else ""
-            say(f"    [{c.kind} {c.id}] {who}{c.excerpt}")
+    if mode == Mode.answer:
+        say(f"  answer: {answer.answer}")
+        if answer.citations:
+            say("  citations:")
+            for c in answer.citations:
+                who = f"{c.speaker}: " if c.speaker else ""
+                say(f"    [{c.kind} {c.id}] {who}{c.excerpt}")
+    evidence = answer.evidence[:max_evidence] if max_evidence is not None else answer.evidence
+    if evidence:
+        more = len(answer.evidence) - len(evidence)
+        say("  evidence:" + (f" (top {len(evidence)}, {more} more)" if more > 0 else ""))
+        for rank, e in enumerate(evidence, start=1):
+            when = f"{e.time:%Y-%m-%d}" if e.time is not None else "undated"
+            signals = " ".join(f"{name}#{position}" for name, position in e.signals.items())
+            say(
+                f"    {rank:>2}. {e.kind} {e.id} · {e.speaker or '-'} · {when} · "
+                f"{signals or '-'} · {excerpt(e.text, _EVIDENCE_EXCERPT_CHARS)}"
+            )
+    elif mode == Mode.evidence:
+        say("  evidence: none")
 
 
 def run_demo(settings: Settings) -> None:
@@ -112,10 +133,10 @@ def _print_summary(settings: Settings, room_id: str, metadata: dict[str, dict[st
         say(f"  [{report.rank:>5.2f}] {report.title}")
     say("")
     say(f"Q (global): {GLOBAL_QUESTION}")
-    print_answer(global_answer)
+    print_answer(global_answer, max_evidence=3)
     say("")
     say(f"Q (local): {LOCAL_QUESTION}")
-    print_answer(local_answer)
+    print_answer(local_answer, max_evidence=3)
     say("")
     say(
         "Open the Dagster UI to see this run: `make dagster` (or "

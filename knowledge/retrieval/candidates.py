@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -87,7 +87,9 @@ async def dense(ctx: SearchContext) -> CandidateList:
 
 
 async def context_turns(
-    ctx: SearchContext, lexical_hits: CandidateList, neighbours: dict[str, tuple[int | None, ...]]
+    ctx: SearchContext,
+    lexical_hits: CandidateList,
+    neighbours: Mapping[str, tuple[int | None, ...]],
 ) -> CandidateList:
     """The neighbours of the top lexical hits, in the hits' order, half their score."""
     out: dict[str, float] = {}

@@ -51,9 +51,11 @@ async def query(
     user: CurrentUser,
 ) -> QueryOut:
     """Answer a question from the room's graph: the route taken (global: community reports;
-    local: entities and their neighbourhood), citations, and how fresh the data is."""
+    local: entities and their neighbourhood), citations, the ranked evidence (at most
+    ``top_k``) and how fresh the data is. ``mode=evidence`` returns the evidence only and
+    makes no LLM call."""
     room = await authorize_room(session, perms, user, room_id, Action.GRAPH_READ)
-    return await service.query(state, room.id, body.question, body.route)
+    return await service.query(state, room.id, body)
 
 
 @router.get("/visualize", response_model=GraphOut)

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from knowledge.retrieval.pipeline import MAX_TOP_K
 from knowledge.search import MAX_QUESTION_CHARS
 from serving.schemas import Text
 
@@ -28,12 +29,35 @@ class QueryIn(BaseModel):
     question: Text = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     #: Force a route; by default the router picks one.
     route: Literal["global", "local"] | None = None
+    #: At most this many units of ranked evidence.
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
+    #: "answer": an answer with citations (the LLM when configured); "evidence": the ranked
+    #: evidence only, no LLM call, ``answer`` empty.
+    mode: Literal["answer", "evidence"] = "answer"
 
 
 class CitationOut(BaseModel):
     kind: Literal["message", "artifact"] | str
     id: str
     speaker: str | None
+    #: When the message was posted (an artifact passage: when the artifact was last saved).
+    time: datetime | None = None
+    excerpt: str
+
+
+class EvidenceOut(BaseModel):
+    """One unit of ranked evidence: a message or an artifact passage."""
+
+    kind: Literal["message", "artifact"] | str
+    #: The message id, or the artifact id of the passage.
+    id: str
+    #: Rank-derived, in (0, 1]: 1 for the first, 1/2 for the second…
+    score: float
+    #: signal -> 1-based rank in the list of each retrieval signal that found it
+    #: (lexical, dense, context, graph, speaker, time, reports).
+    signals: dict[str, int]
+    speaker: str | None
+    time: datetime | None
     excerpt: str
 
 
@@ -53,9 +77,13 @@ class Freshness(BaseModel):
 
 class QueryOut(BaseModel):
     question: str
+    mode: Literal["answer", "evidence"]
+    #: Empty in evidence mode.
     answer: str
     route: Literal["global", "local"]
     citations: list[CitationOut]
+    #: Ranked evidence, best first, at most ``top_k``.
+    evidence: list[EvidenceOut]
     entities: list[str]
     communities: list[str]
     freshness: Freshness

@@ -4,7 +4,8 @@ import logging
 import uuid
 from datetime import datetime
 
-from knowledge.search import Route, answer_question
+from knowledge.retrieval import Evidence
+from knowledge.search import Citation, Mode, Route, answer_question
 from realtime.events import RoomRebuildRequested
 from serving.errors import ServiceUnavailable
 from serving.graph.dagster import Materialization, PartitionStatus
@@ -13,10 +14,12 @@ from serving.graph.schemas import (
     BuildOut,
     CitationOut,
     CommunityOut,
+    EvidenceOut,
     Freshness,
     GraphEdge,
     GraphNode,
     GraphOut,
+    QueryIn,
     QueryOut,
     RunOut,
     StatusOut,
@@ -57,9 +60,37 @@ async def _materializations(state: AppState, room_id: str) -> dict[str, Material
         return {}
 
 
-async def query(state: AppState, room_id: uuid.UUID, question: str, route: str | None) -> QueryOut:
+def _citation_out(citation: Citation) -> CitationOut:
+    return CitationOut(
+        kind=citation.kind,
+        id=citation.id,
+        speaker=citation.speaker,
+        time=citation.time,
+        excerpt=citation.excerpt,
+    )
+
+
+def _evidence_out(item: Evidence) -> EvidenceOut:
+    return EvidenceOut(
+        kind=item.kind,
+        id=item.id,
+        score=item.score,
+        signals=dict(item.signals),
+        speaker=item.speaker,
+        time=item.time,
+        excerpt=item.excerpt,
+    )
+
+
+async def query(state: AppState, room_id: uuid.UUID, body: QueryIn) -> QueryOut:
+    mode = Mode(body.mode)
     answer = await answer_question(
-        state.platform, str(room_id), question, Route(route) if route else None
+        state.platform,
+        str(room_id),
+        body.question,
+        Route(body.route) if body.route else None,
+        top_k=body.top_k,
+        mode=mode,
     )
     done = await _materializations(state, str(room_id))
     chunks = done.get("chunks")
@@ -74,12 +105,11 @@ async def query(state: AppState, room_id: uuid.UUID, question: str, route: str |
         log.warning("event stream not reachable for the freshness of room %s: %s", room_id, error)
     return QueryOut(
         question=answer.question,
-        answer=answer.answer,
+        mode=mode.value,  # type: ignore[arg-type]
+        answer=answer.answer if mode == Mode.answer else "",
         route=answer.route.value,  # type: ignore[arg-type]
-        citations=[
-            CitationOut(kind=c.kind, id=c.id, speaker=c.speaker, excerpt=c.excerpt)
-            for c in answer.citations
-        ],
+        citations=[_citation_out(c) for c in answer.citations],
+        evidence=[_evidence_out(e) for e in answer.evidence[: body.top_k]],
         entities=answer.entities,
         communities=answer.communities,
         freshness=Freshness(

@@ -135,3 +135,52 @@ async def test_graph_endpoints_on_a_missing_room(api: Api) -> None:
     response = await client.get(f"/api/v1/rooms/{uuid.uuid4()}/graph/status")
     assert response.status_code == 404
     assert error_code(response) == "not_found"
+
+
+async def test_query_evidence_mode_and_top_k(api: Api, built_room: str) -> None:
+    client = await _member_client(api, built_room)
+    url = f"/api/v1/rooms/{built_room}/graph/query"
+    question = "What did Menenius say about the belly?"
+
+    evidence = await client.post(url, json={"question": question, "mode": "evidence", "top_k": 5})
+    assert evidence.status_code == 200, evidence.text
+    body = evidence.json()
+    assert body["mode"] == "evidence" and body["answer"] == ""
+    assert body["route"] == "local"
+    assert len(body["evidence"]) == 5
+    for item in body["evidence"]:
+        assert set(item) == {"kind", "id", "score", "signals", "speaker", "time", "excerpt"}
+        assert item["kind"] == "message" and item["id"].isdigit()
+        assert item["signals"] and all(rank >= 1 for rank in item["signals"].values())
+        assert item["speaker"] and item["time"] and item["excerpt"]
+    scores = [item["score"] for item in body["evidence"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] == 1.0
+    assert "belly" in " ".join(i["excerpt"].lower() for i in body["evidence"])
+    # In evidence mode the citations are the evidence, with their times.
+    assert [(c["kind"], c["id"]) for c in body["citations"]] == [
+        (i["kind"], i["id"]) for i in body["evidence"]
+    ]
+    assert all(c["time"] for c in body["citations"])
+
+    answered = (await client.post(url, json={"question": question})).json()
+    assert answered["mode"] == "answer" and answered["answer"]
+    assert 0 < len(answered["evidence"]) <= 10
+    assert answered["evidence"][0]["id"] == body["evidence"][0]["id"]
+    cited = {(c["kind"], c["id"]) for c in answered["citations"]}
+    assert cited <= {(i["kind"], i["id"]) for i in answered["evidence"]}
+    assert all(c["time"] for c in answered["citations"])
+    one = (await client.post(url, json={"question": question, "top_k": 1})).json()
+    assert len(one["evidence"]) == 1
+    wide = (await client.post(url, json={"question": question, "top_k": 50})).json()
+    assert 10 < len(wide["evidence"]) <= 50
+
+    for bad in (
+        {"question": question, "top_k": 0},
+        {"question": question, "top_k": 51},
+        {"question": question, "top_k": -3},
+        {"question": question, "top_k": "many"},
+        {"question": question, "mode": "fast"},
+    ):
+        response = await client.post(url, json=bad)
+        assert response.status_code == 422, bad
+        assert error_code(response) == "validation_error"

@@ -110,13 +110,17 @@ def main():
     agents = sorted({m["speaker"] for m in msgs if m["kind"] == "agent"})
     days = sorted({m["time"][:10] for m in msgs})
     gold_all = sorted({n for q in qs for n in q["gold"]})
-    print(f"messages: {len(msgs)}  days with messages: {len(days)}  span: {msgs[0]['time'][:10]} .. "
-          f"{msgs[-1]['time'][:10]} ({span_days} days)")
+    print(
+        f"messages: {len(msgs)}  days with messages: {len(days)}  span: {msgs[0]['time'][:10]} .. "
+        f"{msgs[-1]['time'][:10]} ({span_days} days)"
+    )
     print(f"humans ({len(humans)}): {', '.join(humans)}")
     print(f"agents ({len(agents)}): {', '.join(agents)}")
     print(f"artifacts: {len(arts)}  questions: {len(qs)}  per kind: {dict(sorted(kinds.items()))}")
-    print(f"distinct gold messages: {len(gold_all)}; gold by quarter of the timeline: "
-          f"{[sum(1 for n in gold_all if (k * len(msgs)) // 4 < n <= ((k + 1) * len(msgs)) // 4) for k in range(4)]}")
+    print(
+        f"distinct gold messages: {len(gold_all)}; gold by quarter of the timeline: "
+        f"{[sum(1 for n in gold_all if (k * len(msgs)) // 4 < n <= ((k + 1) * len(msgs)) // 4) for k in range(4)]}"
+    )
 
     if args.show:
         for q in qs:
