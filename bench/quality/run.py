@@ -1,6 +1,6 @@
 """Evidence quality on the golden sets: ours beside a plain BM25 over messages, in one run.
 
-    .venv/bin/python bench/quality/run.py [--sets coriolanus,teamchat] [--per-question]
+    .venv/bin/python bench/quality/run.py [--sets coriolanus,teamchat] [--per-question] [--dense]
 
 Each golden set (bench/quality/data/<set>/) is loaded into a fresh room of an embedded
 platform (its own data dir), indexed with the domain layer's steps (chunks, evidence, graph,
@@ -210,6 +210,28 @@ def print_tables(scores: dict) -> None:  # type: ignore[type-arg]
         print()
 
 
+def start_embed_server():  # type: ignore[no-untyped-def]
+    """bench/embed_server.py (the ``bench`` extra) on a free port, its URL, model name and
+    dimension exported as EMBEDDING_BASE_URL, LLM_EMBEDDING_MODEL, LLM_EMBEDDING_DIM."""
+    import subprocess
+
+    script = str(ROOT / "bench" / "embed_server.py")
+    server = subprocess.Popen(
+        [sys.executable, script, "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    print(server.stdout.readline().strip())  # "<model> (<dim> dimensions, …) on <url>"
+    # "  EMBEDDING_BASE_URL=… LLM_EMBEDDING_MODEL=… LLM_EMBEDDING_DIM=…"
+    line = server.stdout.readline()
+    if "EMBEDDING_BASE_URL=" not in line:
+        server.kill()
+        raise SystemExit("bench/embed_server.py did not start: pip install -e '.[bench]'")
+    for pair in line.split():
+        key, value = pair.split("=", 1)
+        os.environ[key] = value
+    return server
+
+
 async def main(args: argparse.Namespace) -> None:
     from dbschema.migrate import upgrade
     from knowledge.platform import open_platform, sync_engine
@@ -219,8 +241,13 @@ async def main(args: argparse.Namespace) -> None:
     engine = sync_engine(settings)
     upgrade(engine)
     engine.dispose()
+    embedder = (
+        f"model {settings.llm_embedding_model}"
+        if settings.uses_embedding_model
+        else "offline hashing (dense signal off)"
+    )
     print(
-        f"embedder: {'model' if settings.uses_llm else 'offline hashing (dense signal off)'}; "
+        f"embedder: {embedder}; "
         f"LLM: {settings.llm_chat_model if settings.uses_llm else 'none'}; "
         f"reranker: {'http ' + settings.rerank_url if settings.rerank_url else 'offline'}"
     )
@@ -236,12 +263,19 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", default="coriolanus,teamchat")
     parser.add_argument("--per-question", action="store_true")
+    parser.add_argument(
+        "--dense", action="store_true", help="embed with bench/embed_server.py (started here)"
+    )
     parsed = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="cgq-", dir="/tmp"))
     os.environ["COAGENT_DATA_DIR"] = str(data_dir)
     for var in ("DATABASE_URL", "POSTGRES_SERVER", "NEO4J_URI", "QDRANT_URL"):
         os.environ.pop(var, None)
+    embed_server = start_embed_server() if parsed.dense else None
     try:
         asyncio.run(main(parsed))
     finally:
+        if embed_server is not None:
+            embed_server.terminate()
+            embed_server.wait(10)
         shutil.rmtree(data_dir, ignore_errors=True)
