@@ -40,7 +40,9 @@ _MAX_KEY_POINTS = 12
 _CITATION_CHARS = 200
 _GLOBAL_CUES = re.compile(
     r"\b(main|overall|themes?|topics?|summar\w*|overview|in general|whole|everything|"
-    r"key points|what (?:is|was|were) (?:discussed|said|talked)|big picture|all the)\b",
+    r"key points|big picture|all the|"
+    # "what was discussed?" is about the room; "what was said about Aufidius?" is not.
+    r"what (?:is|was|were|got) (?:discussed|said|talked about)(?! (?:about|of|by|to|on) ))\b",
     re.IGNORECASE,
 )
 

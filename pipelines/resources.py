@@ -39,9 +39,11 @@ class KnowledgeResource(ConfigurableResource):
 
         async def main() -> tuple[T, dict[str, Any]]:
             async with open_platform(self.settings()) as platform:
-                before = platform.llm.usage.snapshot() if platform.llm else None
+                # The chat LLM, or an embeddings-only provider (EMBEDDING_BASE_URL).
+                provider = platform.llm or platform.embedding_llm
+                before = provider.usage.snapshot() if provider else None
                 result = await work(platform)
-                usage = platform.llm.usage.since(before) if platform.llm and before else {}
+                usage = provider.usage.since(before) if provider and before else {}
                 return result, usage
 
         return asyncio.run(main())

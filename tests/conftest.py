@@ -19,7 +19,16 @@ import pytest
 _DATA_DIR = Path(tempfile.mkdtemp(prefix="cgt-", dir="/tmp"))
 os.environ["COAGENT_DATA_DIR"] = str(_DATA_DIR)
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
-for _var in ("DATABASE_URL", "POSTGRES_SERVER", "REDIS_URL", "OPENAI_API_KEY", "LLM_BASE_URL"):
+for _var in (
+    "DATABASE_URL",
+    "POSTGRES_SERVER",
+    "REDIS_URL",
+    "OPENAI_API_KEY",
+    "LLM_BASE_URL",
+    "EMBEDDING_BASE_URL",
+    "EMBEDDING_API_KEY",
+    "RERANK_URL",
+):
     os.environ.pop(_var, None)
 # The Neo4j server `make test` started is for the tests that ask for it (`neo4j_settings`); the
 # default platform stays on the embedded stores.

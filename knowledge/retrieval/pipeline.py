@@ -220,8 +220,11 @@ async def retrieve(
         ctx.plan = plan
     enabled = options.signals
     lists: list[CandidateList] = []
+    # Lexical hits always run (the context, graph and time generators start from them); they are
+    # fused only when the signal is enabled.
     lexical = await _timed(stages, "lexical", gen.lexical(ctx))
-    lists.append(lexical)
+    if "lexical" in enabled:
+        lists.append(lexical)
 
     units = await load_units(platform, room_id, [c.unit_id for c in lexical.candidates[:20]])
     neighbours = {uid: (u.previous_id, u.next_id) for uid, u in units.items()}
