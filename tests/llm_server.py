@@ -13,6 +13,16 @@ Fault injection, per request content:
 - ``FAULT-ALWAYS-BAD``: every answer is malformed (a permanently bad chunk).
 Plus ``latency`` seconds on every call, and ``rejects_json_schema`` to act like a server
 without ``response_format: json_schema``.
+
+``RerankOutput`` (the LLM listwise rerank) is answered with the passages in reverse order, and
+every rerank prompt's passages are kept in ``rerank_prompts``.
+
+``POST /rerank`` (and ``/v1/rerank``) is a cross-encoder stand-in, the API of TEI / vLLM / Jina /
+Cohere: document ``i`` of ``n`` scores ``i / n`` (the reverse of the order sent), and the results
+come back sorted by score, best first, as real servers do. ``rerank_shape`` picks the reply:
+``"results"`` (Jina / Cohere / vLLM: ``{"results": [{"index", "relevance_score"}]}``) or ``"tei"``
+(``[{"index", "score"}]``); ``rerank_status`` (e.g. 500) and ``rerank_delay`` (seconds) inject
+faults; ``rerank_requests`` keeps each request's body and ``Authorization`` header.
 """
 
 from __future__ import annotations
@@ -47,6 +57,11 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._seen: set[tuple[str, str]] = set()
+        self.rerank_shape = "results"
+        self.rerank_status = 200
+        self.rerank_delay = 0.0
+        self.rerank_requests: list[dict[str, Any]] = []
+        self.rerank_prompts: list[list[str]] = []
         self._extractor = FastExtractor()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -71,6 +86,11 @@ class FakeOpenAI:
             self.faults_served.clear()
             self.max_in_flight = 0
             self._seen.clear()
+            self.rerank_requests.clear()
+            self.rerank_prompts.clear()
+            self.rerank_shape = "results"
+            self.rerank_status = 200
+            self.rerank_delay = 0.0
 
     @property
     def total_calls(self) -> int:
@@ -206,10 +226,32 @@ class FakeOpenAI:
             used = [int(n) for n, _ in items[:3]]
             summary = " ".join(text[:120] for _, text in items[:3]) or "No answer in context."
             return {"answer": f"Answer: {summary}", "sources": used}
+        if schema == "RerankOutput":
+            passages = re.findall(r"^\[(\d+)\] (.*)$", body, flags=re.MULTILINE)
+            with self._lock:
+                self.rerank_prompts.append([text for _, text in passages])
+            return {"ranking": [int(n) for n, _ in passages][::-1]}
         if schema == "RouteDecision":
             is_global = bool(re.search(r"\b(main|themes?|overall|summar)", user, re.IGNORECASE))
             return {"route": "global" if is_global else "local", "reason": "keywords"}
         return {}
+
+    def rerank(
+        self, body: dict[str, Any], authorization: str | None
+    ) -> tuple[int, dict[str, str], Any]:
+        with self._lock:
+            self.rerank_requests.append({"body": body, "authorization": authorization})
+        if self.rerank_delay:
+            time.sleep(self.rerank_delay)
+        if self.rerank_status != 200:
+            return self.rerank_status, {}, {"error": {"message": "rerank failed"}}
+        documents = body.get("documents") or body.get("texts") or []
+        n = len(documents)
+        scored = sorted(((i / n, i) for i in range(n)), reverse=True)
+        if self.rerank_shape == "tei":
+            return 200, {}, [{"index": i, "score": s} for s, i in scored]
+        results = [{"index": i, "relevance_score": s} for s, i in scored]
+        return 200, {}, {"model": body.get("model"), "results": results}
 
     def embeddings(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
         inputs = body.get("input", [])
@@ -257,6 +299,11 @@ class FakeOpenAI:
                     elif self.path.endswith("/embeddings"):
                         kind = "embeddings"
                         status, headers, payload = fake.embeddings(body)
+                    elif self.path.endswith("/rerank"):
+                        kind = "rerank"
+                        status, headers, payload = fake.rerank(
+                            body, self.headers.get("Authorization")
+                        )
                     else:
                         kind = "other"
                         status, headers, payload = 404, {}, {"error": {"message": "not found"}}
@@ -294,6 +341,7 @@ def _schema_name(body: dict[str, Any], content: str) -> str:
         "KeyPoints",
         "AnswerOutput",
         "RouteDecision",
+        "RerankOutput",
     ):
         if f'"title": "{name}"' in content or f'"{name}"' in content:
             return name
