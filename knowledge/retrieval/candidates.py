@@ -19,7 +19,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -137,7 +136,9 @@ async def time_window(ctx: SearchContext) -> CandidateList:
     terms = [t for t in ctx.plan.terms if t not in set(ctx.event_terms)] or ctx.plan.terms
     hits = await ctx.platform.vectors.search_lexical(EVIDENCE, ctx.room_id, terms, ctx.depth, where)
     found = _from_hits("time", hits)
-    if intent.until - intent.since <= timedelta(days=3):
+    # The window's other messages follow in time order: "what did we agree that week?" has
+    # few topic words, and the window itself is the strongest clue.
+    if len(found.candidates) < ctx.depth:
         seen = {c.unit_id for c in found.candidates}
         async with ctx.platform.session() as session:
             ids = await message_ids_between(

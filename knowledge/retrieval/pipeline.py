@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from dbschema.models import EntityAlias
+from knowledge.errors import InvalidInputError
 from knowledge.graph import RoomGraph
 from knowledge.lexical import analyze
 from knowledge.platform import Platform
@@ -116,15 +117,31 @@ async def load_aliases(platform: Platform, room_id: str) -> dict[str, str]:
         return {alias: canonical for alias, canonical in rows}
 
 
-def make_reranker(platform: Platform, choice: str, idf: dict[str, float]) -> Reranker | None:
+RERANKERS = ("auto", "offline", "http", "llm", "none")
+
+
+def rerank_choice(platform: Platform, choice: str) -> str:
+    """The reranker ``choice`` stands for on this platform ("auto": "http" when RERANK_URL is
+    set, else "offline"); an unknown or unconfigured choice is an ``InvalidInputError``."""
     settings = platform.settings
+    if choice not in RERANKERS:
+        raise InvalidInputError(f"unknown reranker {choice!r}: one of {', '.join(RERANKERS)}")
     if choice == "auto":
         choice = "http" if settings.rerank_url else "offline"
+    if choice == "http" and not settings.rerank_url:
+        raise InvalidInputError("rerank=http needs RERANK_URL")
+    if choice == "llm" and platform.llm is None:
+        raise InvalidInputError("rerank=llm needs an LLM (OPENAI_API_KEY)")
+    return choice
+
+
+def make_reranker(platform: Platform, choice: str, idf: dict[str, float]) -> Reranker | None:
+    settings = platform.settings
+    choice = rerank_choice(platform, choice)
     if choice == "none":
         return None
     if choice == "http":
-        if not settings.rerank_url:
-            raise ValueError("rerank=http needs RERANK_URL")
+        assert settings.rerank_url is not None
         return HttpReranker(
             settings.rerank_url,
             settings.rerank_model,
@@ -132,8 +149,7 @@ def make_reranker(platform: Platform, choice: str, idf: dict[str, float]) -> Rer
             settings.rerank_timeout_seconds,
         )
     if choice == "llm":
-        if platform.llm is None:
-            raise ValueError("rerank=llm needs an LLM (OPENAI_API_KEY)")
+        assert platform.llm is not None
         return LLMReranker(platform.llm)
     return OfflineReranker(idf)
 
@@ -189,6 +205,9 @@ async def retrieve(
     """The room's best units of evidence for ``question``, ranked (at most ``top_k``)."""
     started = time.perf_counter()
     options = options or RetrievalOptions()
+    # Checked first, so a misconfigured reranker fails every question, not only those that
+    # find candidates.
+    rerank = rerank_choice(platform, options.rerank)
     top_k = max(1, min(top_k, MAX_TOP_K))
     stages: list[StageReport] = []
     async with platform.session() as session:
@@ -290,10 +309,10 @@ async def retrieve(
     t0 = time.perf_counter()
     reranker_name = "none"
     order = list(range(len(items)))
-    if options.rerank != "none" and items:
+    if rerank != "none" and items:
         n_docs, frequencies = await platform.vectors.term_stats(EVIDENCE, room_id, plan.terms)
         reranker = make_reranker(
-            platform, options.rerank, OfflineReranker.idf_from_stats(n_docs, frequencies)
+            platform, rerank, OfflineReranker.idf_from_stats(n_docs, frequencies)
         )
         if reranker is not None:
             try:
@@ -304,6 +323,15 @@ async def retrieve(
                 # A reranker that is down must not take answers down: keep the fused order.
                 log.warning("rerank failed, keeping the fused order: %s", error)
                 reranker_name = f"{reranker.name} (failed: fused order kept)"
+    window = plan.time
+    if window.has_window and window.event is None:
+        # A window the question states ("in May", "on April 14", "last week") is a filter:
+        # units of the window first, in rerank order, then the rest. (A window resolved from
+        # an event is only as sure as the event's match: it boosts, in the reranker.)
+        assert window.since is not None and window.until is not None
+        lo, hi = window.since, window.until
+        inside = [i for i in order if (t := items[i].unit.time) is not None and lo <= t < hi]
+        order = inside + [i for i in order if i not in set(inside)]
     stages.append(StageReport("rerank", len(items), time.perf_counter() - t0, reranker_name))
 
     evidence = []

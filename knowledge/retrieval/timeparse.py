@@ -208,6 +208,20 @@ def parse_time_intent(question: str, anchor: datetime | None) -> TimeIntent:
             end = date(year + (month == 12), month % 12 + 1, 1)
             window = (_day(start)[0], _day(end)[0])
             phrase = match.group(0)
+    if window is None and (match := _WEEKDAY.search(question)):
+        # "Tuesday", "last Tuesday", "on Tuesday this week", "Tuesday last week".
+        wanted = _WEEKDAYS.index(match.group(2).lower())
+        lowered = question.lower()
+        if "last week" in lowered or "previous week" in lowered:
+            monday = today - timedelta(days=today.weekday() + 7)
+            day = monday + timedelta(days=wanted)
+        else:
+            back = (today.weekday() - wanted) % 7
+            if (match.group(1) or "").lower() == "last" and back == 0:
+                back = 7
+            day = today - timedelta(days=back)
+        window = _day(day)
+        phrase = match.group(0).strip()
     if window is None:
         lowered = question.lower()
         for words, (unit, offset) in _RELATIVE.items():
@@ -215,13 +229,6 @@ def parse_time_intent(question: str, anchor: datetime | None) -> TimeIntent:
                 window = _relative(unit, offset, today)
                 phrase = words
                 break
-    if window is None and (match := _WEEKDAY.search(question)):
-        wanted = _WEEKDAYS.index(match.group(2).lower())
-        back = (today.weekday() - wanted) % 7
-        if (match.group(1) or "").lower() == "last" and back == 0:
-            back = 7
-        window = _day(today - timedelta(days=back))
-        phrase = match.group(0).strip()
     if window is None:
         event = parse_event_anchor(question)
         return TimeIntent(temporal=temporal or event is not None, direction=direction, event=event)
