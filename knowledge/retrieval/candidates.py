@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -183,7 +184,7 @@ async def graph(
     bridge_texts: Sequence[str] = (),
     seed_weights: dict[str, float] | None = None,
     signal: str = "graph",
-    max_chunks: int = 60,
+    max_chunks: int = 30,
 ) -> CandidateList:
     """Messages reached through entities.
 
@@ -236,11 +237,10 @@ async def graph(
     question_terms = set(plan.terms)
     expanded: dict[str, float] = {}
 
-    async def ranked_by(terms: list[str], weight: float) -> None:
-        hits = await platform.vectors.search_lexical(EVIDENCE, room_id, terms, ctx.depth)
-        best = max((h.score for h in hits), default=1.0) or 1.0
-        for h in hits:
-            expanded[h.id] = max(expanded.get(h.id, 0.0), weight * h.score / best)
+    queries: list[tuple[list[str], float]] = []
+
+    def ranked_by(terms: list[str], weight: float) -> None:
+        queries.append((terms, weight))
 
     # 1a. Aliases: the question with the name it uses replaced by each other name of the same
     # entity (one query per name, best score kept: an OR over the names, so a much-named
@@ -255,7 +255,7 @@ async def graph(
             terms = [t for t in _terms_of(form) if t not in question_terms]
             if terms and len(alias_terms) < 12:
                 alias_terms += terms
-                await ranked_by([*rest, *dict.fromkeys(terms)], 1.0)
+                ranked_by([*rest, *dict.fromkeys(terms)], 1.0)
     # 1b. Second hop: a bridge entity with the question terms its hop-1 message lacks ("who
     # owns the service that caused the outage": the outage message names the service; the
     # owner is found by the service's name and "own").
@@ -264,7 +264,18 @@ async def graph(
         residual = [t for t in plan.terms if t not in hop1]
         bridge_terms = [t for form in forms(name) for t in _terms_of(form)]
         if residual and bridge_terms:
-            await ranked_by([*dict.fromkeys(bridge_terms), *residual], 0.8)
+            ranked_by([*dict.fromkeys(bridge_terms), *residual], 0.8)
+    # The expanded queries are independent: run them together (one pooled connection each).
+    results = await asyncio.gather(
+        *(
+            platform.vectors.search_lexical(EVIDENCE, room_id, terms, ctx.depth)
+            for terms, _ in queries
+        )
+    )
+    for (_, weight), hits in zip(queries, results, strict=True):
+        best = max((h.score for h in hits), default=1.0) or 1.0
+        for h in hits:
+            expanded[h.id] = max(expanded.get(h.id, 0.0), weight * h.score / best)
     expansion = alias_terms
 
     # 2. Provenance: chunks supporting the most (and strongest) entities first.
