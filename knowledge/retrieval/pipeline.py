@@ -324,7 +324,7 @@ async def retrieve(
                 log.warning("rerank failed, keeping the fused order: %s", error)
                 reranker_name = f"{reranker.name} (failed: fused order kept)"
     window = plan.time
-    if window.has_window and window.event is None:
+    if "time" in enabled and window.has_window and window.event is None:
         # A window the question states ("in May", "on April 14", "last week") is a filter:
         # units of the window first, in rerank order, then the rest. (A window resolved from
         # an event is only as sure as the event's match: it boosts, in the reranker.)

@@ -214,13 +214,13 @@ def parse_time_intent(question: str, anchor: datetime | None) -> TimeIntent:
         lowered = question.lower()
         if "last week" in lowered or "previous week" in lowered:
             monday = today - timedelta(days=today.weekday() + 7)
-            day = monday + timedelta(days=wanted)
+            named_day = monday + timedelta(days=wanted)
         else:
             back = (today.weekday() - wanted) % 7
             if (match.group(1) or "").lower() == "last" and back == 0:
                 back = 7
-            day = today - timedelta(days=back)
-        window = _day(day)
+            named_day = today - timedelta(days=back)
+        window = _day(named_day)
         phrase = match.group(0).strip()
     if window is None:
         lowered = question.lower()
