@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import datetime
@@ -84,15 +85,22 @@ def _evidence_out(item: Evidence) -> EvidenceOut:
 
 async def query(state: AppState, room_id: uuid.UUID, body: QueryIn) -> QueryOut:
     mode = Mode(body.mode)
-    answer = await answer_question(
-        state.platform,
-        str(room_id),
-        body.question,
-        Route(body.route) if body.route else None,
-        top_k=body.top_k,
-        mode=mode,
-    )
-    done = await _materializations(state, str(room_id))
+    # The freshness lookup (Dagster's event log, in a thread) runs while the question is
+    # answered: it is as long as a retrieval and independent of it.
+    freshness = asyncio.ensure_future(_materializations(state, str(room_id)))
+    try:
+        answer = await answer_question(
+            state.platform,
+            str(room_id),
+            body.question,
+            Route(body.route) if body.route else None,
+            top_k=body.top_k,
+            mode=mode,
+        )
+    except BaseException:
+        freshness.cancel()
+        raise
+    done = await freshness
     chunks = done.get("chunks")
     graph = done.get("entities")
     pending: int | None = None

@@ -83,7 +83,8 @@ def test_refresh_writes_the_graph_to_neo4j_and_the_vectors_to_qdrant(
             run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
         )
     ]
-    assert len(checks) == 7
+    # 6 graph checks, all_chunks_extracted, every_message_indexed, golden_questions_recall
+    assert len(checks) == 9
     assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
 
     # GDS Leiden's hierarchy: level 0 partitions every entity, children partition their parent.
