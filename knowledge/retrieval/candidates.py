@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -251,9 +250,12 @@ async def graph(
             continue
         used = {t for form in plan.entity_forms.get(name, []) for t in _terms_of(form)}
         rest = [t for t in plan.terms if t not in used]
+        asked: set[tuple[str, ...]] = set()
         for form in dict.fromkeys(forms(name)):
             terms = [t for t in _terms_of(form) if t not in question_terms]
-            if terms and len(alias_terms) < 12:
+            # "Taylor Cruz" and "taylor cruz" are one query.
+            if terms and tuple(terms) not in asked and len(alias_terms) < 12:
+                asked.add(tuple(terms))
                 alias_terms += terms
                 ranked_by([*rest, *dict.fromkeys(terms)], 1.0)
     # 1b. Second hop: a bridge entity with the question terms its hop-1 message lacks ("who
@@ -265,12 +267,9 @@ async def graph(
         bridge_terms = [t for form in forms(name) for t in _terms_of(form)]
         if residual and bridge_terms:
             ranked_by([*dict.fromkeys(bridge_terms), *residual], 0.8)
-    # The expanded queries are independent: run them together (one pooled connection each).
-    results = await asyncio.gather(
-        *(
-            platform.vectors.search_lexical(EVIDENCE, room_id, terms, ctx.depth)
-            for terms, _ in queries
-        )
+    # The expanded queries are independent: one round trip for all of them.
+    results = await platform.vectors.search_lexical_many(
+        EVIDENCE, room_id, [terms for terms, _ in queries], ctx.depth
     )
     for (_, weight), hits in zip(queries, results, strict=True):
         best = max((h.score for h in hits), default=1.0) or 1.0

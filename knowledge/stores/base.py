@@ -148,6 +148,17 @@ class VectorStore(Protocol):
         IDF and average length taken over the room's points of the collection."""
         ...
 
+    async def search_lexical_many(
+        self,
+        collection: str,
+        room_id: str,
+        queries: Sequence[Sequence[str]],
+        limit: int,
+    ) -> list[list[VectorHit]]:
+        """Several BM25 queries in one round trip: the result of :meth:`search_lexical` for
+        each query, in order (no filter)."""
+        ...
+
     async def term_stats(
         self, collection: str, room_id: str, terms: Sequence[str]
     ) -> tuple[int, dict[str, int]]:

@@ -296,6 +296,71 @@ class PgVectorStore:
         async with self.engine.connect() as conn:
             return _hits((await conn.execute(sql, params)).all())
 
+    async def search_lexical_many(
+        self,
+        collection: str,
+        room_id: str,
+        queries: Sequence[Sequence[str]],
+        limit: int,
+    ) -> list[list[VectorHit]]:
+        pairs = sorted({(n, t) for n, terms in enumerate(queries) for t in terms})
+        out: list[list[VectorHit]] = [[] for _ in queries]
+        if limit <= 0 or not pairs:
+            return out
+        params: dict[str, Any] = {
+            "collection": collection,
+            "room_id": room_id,
+            "qns": [n for n, _ in pairs],
+            "qterms": [t for _, t in pairs],
+            "limit": limit,
+            "k1": BM25_K1,
+            "b": BM25_B,
+        }
+        # The same BM25 as search_lexical, postings read once for the union of the terms.
+        sql = text(
+            """
+            WITH qt AS MATERIALIZED (
+                SELECT qn, term FROM unnest(CAST(:qns AS int[]), CAST(:qterms AS text[]))
+                    AS x(qn, term)
+            ), terms AS MATERIALIZED (
+                SELECT DISTINCT term FROM qt
+            ), stats AS MATERIALIZED (
+                SELECT count(*)::float AS n, greatest(avg(n_terms), 1)::float AS avg_len
+                FROM vector_points WHERE collection = :collection AND room_id = :room_id
+            ), postings AS MATERIALIZED (
+                SELECT t.term, p.point_id, p.tf, p.doc_len
+                FROM terms t CROSS JOIN LATERAL (
+                    SELECT point_id, tf, doc_len FROM lexical_postings
+                    WHERE collection = :collection AND room_id = :room_id AND term = t.term
+                    OFFSET 0
+                ) p
+            ), df AS MATERIALIZED (
+                SELECT term, count(*)::float AS df FROM postings GROUP BY term
+            ), scored AS MATERIALIZED (
+                SELECT qt.qn, p.point_id,
+                       sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))
+                           * p.tf * (:k1 + 1)
+                           / (p.tf + :k1 * (1 - :b + :b * p.doc_len / stats.avg_len))) AS score
+                FROM qt JOIN postings p USING (term) JOIN df USING (term) CROSS JOIN stats
+                GROUP BY qt.qn, p.point_id
+            ), ranked AS (
+                SELECT qn, point_id, score,
+                       row_number() OVER (PARTITION BY qn ORDER BY score DESC, point_id) AS rn
+                FROM scored
+            )
+            SELECT r.qn, v.point_id, v.text, v.payload, r.score
+            FROM ranked r JOIN vector_points v
+              ON v.collection = :collection AND v.room_id = :room_id AND v.point_id = r.point_id
+            WHERE r.rn <= :limit
+            ORDER BY r.qn, r.rn
+            """
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sql, params)).all()
+        for qn, *hit in rows:
+            out[qn] += _hits([hit])
+        return out
+
     async def term_stats(
         self, collection: str, room_id: str, terms: Sequence[str]
     ) -> tuple[int, dict[str, int]]:

@@ -336,6 +336,32 @@ class QdrantVectorStore:
         )
         return _hits(response.points)
 
+    async def search_lexical_many(
+        self,
+        collection: str,
+        room_id: str,
+        queries: Sequence[Sequence[str]],
+        limit: int,
+    ) -> list[list[VectorHit]]:
+        out: list[list[VectorHit]] = [[] for _ in queries]
+        wanted = [(n, sparse_terms(sorted(set(q)))) for n, q in enumerate(queries)]
+        wanted = [(n, q) for n, q in wanted if q.indices]
+        if limit <= 0 or not wanted or not await self._exists(collection):
+            return out
+        room = _point_filter(room_id, None)
+        responses = await self.client.query_batch_points(
+            self.name(collection),
+            requests=[
+                models.QueryRequest(
+                    query=q, using=SPARSE, filter=room, limit=limit, with_payload=True
+                )
+                for _, q in wanted
+            ],
+        )
+        for (n, _), response in zip(wanted, responses, strict=True):
+            out[n] = _hits(response.points)
+        return out
+
     async def term_stats(
         self, collection: str, room_id: str, terms: Sequence[str]
     ) -> tuple[int, dict[str, int]]:

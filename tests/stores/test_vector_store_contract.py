@@ -562,3 +562,24 @@ async def test_lexical_idf_is_the_rooms_own(
     # Here "quartz" is in one point and "ledger" in two: the quartz message ranks first.
     hits = await lexical(store, small, "quartz ledger tickets")
     assert ids(hits)[0] == "m:1", [(h.id, h.score) for h in hits]
+
+
+async def test_lexical_many_is_each_query_on_its_own(
+    store: VectorStore, evidence_room: str
+) -> None:
+    queries = [
+        analyze("standup zeppelin"),
+        analyze("postponed launch budget"),
+        [],  # an empty query finds nothing
+        analyze("nothing matches this"),
+        analyze("standup"),
+    ]
+    batch = await store.search_lexical_many(EVIDENCE, evidence_room, queries, 3)
+    assert len(batch) == len(queries)
+    for terms, hits in zip(queries, batch, strict=True):
+        alone = await store.search_lexical(EVIDENCE, evidence_room, terms, 3)
+        assert ids(hits) == ids(alone)
+        assert [round(h.score, 4) for h in hits] == [round(h.score, 4) for h in alone]
+    assert ids(batch[0])[0] == "m:1" and batch[2] == [] and len(batch[4]) == 3
+    other = new_room()
+    assert await store.search_lexical_many(EVIDENCE, other, queries, 3) == [[]] * len(queries)
