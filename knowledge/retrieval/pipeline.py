@@ -273,7 +273,7 @@ async def retrieve(
         weights["speaker"] = weights.get("speaker", 0.0) * 0.4
     fused = fuse(lists, weights)
     stages.append(StageReport("fusion", len(fused), time.perf_counter() - t0))
-    pool = fused[: max(top_k * 3, 40)]
+    pool = fused[: max(top_k * 6, 60)]
 
     # Units and their neighbouring turns.
     t0 = time.perf_counter()
