@@ -231,6 +231,11 @@ class FakeOpenAI:
             with self._lock:
                 self.rerank_prompts.append([text for _, text in passages])
             return {"ranking": [int(n) for n, _ in passages][::-1]}
+        if schema == "SameEntity":
+            # Entity resolution's adjudication: the same when both names begin with one word.
+            names = re.findall(r"^[AB]: (.+?) — ", user, flags=re.MULTILINE)
+            first = {n.split()[0].lower() for n in names if n.split()}
+            return {"same": len(names) == 2 and len(first) == 1, "reason": "first word"}
         if schema == "RouteDecision":
             is_global = bool(re.search(r"\b(main|themes?|overall|summar)", user, re.IGNORECASE))
             return {"route": "global" if is_global else "local", "reason": "keywords"}
@@ -342,6 +347,7 @@ def _schema_name(body: dict[str, Any], content: str) -> str:
         "AnswerOutput",
         "RouteDecision",
         "RerankOutput",
+        "SameEntity",
     ):
         if f'"title": "{name}"' in content or f'"{name}"' in content:
             return name
