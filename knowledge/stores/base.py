@@ -154,9 +154,10 @@ class VectorStore(Protocol):
         room_id: str,
         queries: Sequence[Sequence[str]],
         limit: int,
+        where: PointFilter | None = None,
     ) -> list[list[VectorHit]]:
         """Several BM25 queries in one round trip: the result of :meth:`search_lexical` for
-        each query, in order (no filter)."""
+        each query, in order. ``search_lexical`` is this with one query."""
         ...
 
     async def term_stats(

@@ -245,56 +245,7 @@ class PgVectorStore:
         limit: int,
         where: PointFilter | None = None,
     ) -> list[VectorHit]:
-        query_terms = sorted(set(terms))
-        if limit <= 0 or not query_terms:
-            return []
-        params: dict[str, Any] = {
-            "collection": collection,
-            "room_id": room_id,
-            "terms": query_terms,
-            "limit": limit,
-            "k1": BM25_K1,
-            "b": BM25_B,
-        }
-        condition = _filter_sql(where, params, "v.payload")
-        # IDF and average length are the room's (over all its points of the collection), so a
-        # filter narrows the candidates without changing how a term is weighted. The CTEs are
-        # materialized and driven by the query's terms, so the plan does not depend on table
-        # statistics (fresh bulk loads have none): one index range per term.
-        sql = text(
-            f"""
-            WITH q AS MATERIALIZED (
-                SELECT DISTINCT unnest(CAST(:terms AS text[])) AS term
-            ), stats AS MATERIALIZED (
-                SELECT count(*)::float AS n, greatest(avg(n_terms), 1)::float AS avg_len
-                FROM vector_points WHERE collection = :collection AND room_id = :room_id
-            ), postings AS MATERIALIZED (
-                SELECT q.term, p.point_id, p.tf, p.doc_len
-                FROM q CROSS JOIN LATERAL (
-                    SELECT point_id, tf, doc_len FROM lexical_postings
-                    WHERE collection = :collection AND room_id = :room_id AND term = q.term
-                    OFFSET 0  -- an optimisation fence: one index range scan per query term
-                ) p
-            ), df AS MATERIALIZED (
-                SELECT term, count(*)::float AS df FROM postings GROUP BY term
-            ), scored AS MATERIALIZED (
-                SELECT p.point_id,
-                       sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))
-                           * p.tf * (:k1 + 1)
-                           / (p.tf + :k1 * (1 - :b + :b * p.doc_len / stats.avg_len))) AS score
-                FROM postings p JOIN df USING (term) CROSS JOIN stats
-                GROUP BY p.point_id
-            )
-            SELECT v.point_id, v.text, v.payload, s.score
-            FROM scored s JOIN vector_points v
-              ON v.collection = :collection AND v.room_id = :room_id AND v.point_id = s.point_id
-            WHERE true {condition}
-            ORDER BY s.score DESC, v.point_id
-            LIMIT :limit
-            """
-        )
-        async with self.engine.connect() as conn:
-            return _hits((await conn.execute(sql, params)).all())
+        return (await self.search_lexical_many(collection, room_id, [terms], limit, where))[0]
 
     async def search_lexical_many(
         self,
@@ -302,6 +253,7 @@ class PgVectorStore:
         room_id: str,
         queries: Sequence[Sequence[str]],
         limit: int,
+        where: PointFilter | None = None,
     ) -> list[list[VectorHit]]:
         pairs = sorted({(n, t) for n, terms in enumerate(queries) for t in terms})
         out: list[list[VectorHit]] = [[] for _ in queries]
@@ -316,9 +268,14 @@ class PgVectorStore:
             "k1": BM25_K1,
             "b": BM25_B,
         }
-        # The same BM25 as search_lexical, postings read once for the union of the terms.
+        condition = _filter_sql(where, params, "v.payload")
+        # IDF and average length are the room's (over all its points of the collection), so a
+        # filter narrows the candidates without changing how a term is weighted. The CTEs are
+        # materialized and driven by the queries' terms, so the plan does not depend on table
+        # statistics (fresh bulk loads have none): one index range per distinct term, read
+        # once for every query.
         sql = text(
-            """
+            f"""
             WITH qt AS MATERIALIZED (
                 SELECT qn, term FROM unnest(CAST(:qns AS int[]), CAST(:qterms AS text[]))
                     AS x(qn, term)
@@ -332,7 +289,7 @@ class PgVectorStore:
                 FROM terms t CROSS JOIN LATERAL (
                     SELECT point_id, tf, doc_len FROM lexical_postings
                     WHERE collection = :collection AND room_id = :room_id AND term = t.term
-                    OFFSET 0
+                    OFFSET 0  -- an optimisation fence: one index range scan per term
                 ) p
             ), df AS MATERIALIZED (
                 SELECT term, count(*)::float AS df FROM postings GROUP BY term
@@ -344,15 +301,17 @@ class PgVectorStore:
                 FROM qt JOIN postings p USING (term) JOIN df USING (term) CROSS JOIN stats
                 GROUP BY qt.qn, p.point_id
             ), ranked AS (
-                SELECT qn, point_id, score,
-                       row_number() OVER (PARTITION BY qn ORDER BY score DESC, point_id) AS rn
-                FROM scored
+                SELECT s.qn, v.point_id, v.text, v.payload, s.score,
+                       row_number() OVER (PARTITION BY s.qn ORDER BY s.score DESC, v.point_id)
+                           AS rn
+                FROM scored s JOIN vector_points v
+                  ON v.collection = :collection AND v.room_id = :room_id
+                 AND v.point_id = s.point_id
+                WHERE true {condition}
             )
-            SELECT r.qn, v.point_id, v.text, v.payload, r.score
-            FROM ranked r JOIN vector_points v
-              ON v.collection = :collection AND v.room_id = :room_id AND v.point_id = r.point_id
-            WHERE r.rn <= :limit
-            ORDER BY r.qn, r.rn
+            SELECT qn, point_id, text, payload, score FROM ranked
+            WHERE rn <= :limit
+            ORDER BY qn, rn
             """
         )
         async with self.engine.connect() as conn:

@@ -323,18 +323,7 @@ class QdrantVectorStore:
         limit: int,
         where: PointFilter | None = None,
     ) -> list[VectorHit]:
-        query = sparse_terms(sorted(set(terms)))
-        if limit <= 0 or not query.indices or not await self._exists(collection):
-            return []
-        response = await self.client.query_points(
-            self.name(collection),
-            query=query,
-            using=SPARSE,
-            query_filter=_point_filter(room_id, where),
-            limit=limit,
-            with_payload=True,
-        )
-        return _hits(response.points)
+        return (await self.search_lexical_many(collection, room_id, [terms], limit, where))[0]
 
     async def search_lexical_many(
         self,
@@ -342,13 +331,14 @@ class QdrantVectorStore:
         room_id: str,
         queries: Sequence[Sequence[str]],
         limit: int,
+        where: PointFilter | None = None,
     ) -> list[list[VectorHit]]:
         out: list[list[VectorHit]] = [[] for _ in queries]
         wanted = [(n, sparse_terms(sorted(set(q)))) for n, q in enumerate(queries)]
         wanted = [(n, q) for n, q in wanted if q.indices]
         if limit <= 0 or not wanted or not await self._exists(collection):
             return out
-        room = _point_filter(room_id, None)
+        room = _point_filter(room_id, where)
         responses = await self.client.query_batch_points(
             self.name(collection),
             requests=[
