@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from knowledge.graph import normalize_name
 from knowledge.indexing import room_state
 from knowledge.platform import Platform
+from knowledge.rooms import count_messages, parse_room_id
 
 
 @dataclass
@@ -70,8 +71,6 @@ async def vectors_match_rows(platform: Platform, room_id: str, kind: str) -> Che
 
 async def evidence_indexed(platform: Platform, room_id: str) -> CheckOutcome:
     """Every live message and artifact passage is one point of the evidence index."""
-    from knowledge.rooms import count_messages, parse_room_id
-
     state = await room_state(platform, room_id)
     async with platform.session() as session:
         messages = await count_messages(session, parse_room_id(room_id))

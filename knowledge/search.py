@@ -18,7 +18,7 @@ import asyncio
 import enum
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from knowledge.errors import InvalidInputError
@@ -141,13 +141,7 @@ async def find_evidence(
     route = route or choose_route(question)
     options = options or RetrievalOptions()
     if route == Route.global_ and not options.reports:
-        options = RetrievalOptions(
-            signals=options.signals,
-            rerank=options.rerank,
-            reports=True,
-            force_dense=options.force_dense,
-            weights=options.weights,
-        )
+        options = replace(options, reports=True)
     return await retrieve(platform, room_id, question, top_k, options)
 
 

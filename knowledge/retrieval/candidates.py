@@ -25,6 +25,7 @@ from sqlalchemy import select
 from dbschema.models import RoomChunk
 from knowledge.graph import RoomGraph
 from knowledge.indexing import message_unit_id, passage_unit_id
+from knowledge.lexical import analyze
 from knowledge.platform import Platform
 from knowledge.retrieval.query import QueryPlan
 from knowledge.rooms import message_ids_between, messages_by_ids
@@ -63,6 +64,12 @@ class SearchContext:
     #: Terms of the event a time window was anchored on (left out of the window's query).
     event_terms: list[str] = field(default_factory=list)
 
+    async def question_vector(self) -> list[float]:
+        """The question's embedding, computed once for every generator that needs it."""
+        if self.query_vector is None:
+            self.query_vector = (await self.platform.embedder.embed([self.plan.question]))[0]
+        return self.query_vector
+
 
 def _from_hits(signal: str, hits: Sequence[VectorHit], note: str = "") -> CandidateList:
     return CandidateList(signal, [Candidate(h.id, h.score) for h in hits], note)
@@ -77,10 +84,8 @@ async def lexical(ctx: SearchContext) -> CandidateList:
 
 
 async def dense(ctx: SearchContext) -> CandidateList:
-    if ctx.query_vector is None:
-        ctx.query_vector = (await ctx.platform.embedder.embed([ctx.plan.question]))[0]
     hits = await ctx.platform.vectors.search_dense(
-        EVIDENCE, ctx.room_id, ctx.query_vector, ctx.depth
+        EVIDENCE, ctx.room_id, await ctx.question_vector(), ctx.depth
     )
     return _from_hits("dense", hits, ctx.platform.embedder.name)
 
@@ -108,7 +113,7 @@ async def speaker(ctx: SearchContext) -> CandidateList:
         return CandidateList("speaker", note="no speaker named")
     where = PointFilter(speakers=tuple(ctx.plan.speakers))
     # The speaker's own name says little about what they said: leave it out of the terms.
-    name_terms = {t for s in ctx.plan.speakers for t in _terms_of(s)}
+    name_terms = {t for s in ctx.plan.speakers for t in analyze(s)}
     terms = [t for t in ctx.plan.terms if t not in name_terms] or ctx.plan.terms
     hits = await ctx.platform.vectors.search_lexical(EVIDENCE, ctx.room_id, terms, ctx.depth, where)
     return _from_hits("speaker", hits, "messages of " + ", ".join(ctx.plan.speakers))
@@ -150,12 +155,6 @@ async def time_window(ctx: SearchContext) -> CandidateList:
     label = intent.phrase or (intent.event.event if intent.event else "")
     found.note = f"{intent.since.date()} … {intent.until.date()} ({label!r})"
     return found
-
-
-def _terms_of(text: str) -> list[str]:
-    from knowledge.lexical import analyze
-
-    return analyze(text)
 
 
 def _form_pattern(forms: Sequence[str]) -> re.Pattern[str]:
@@ -208,9 +207,9 @@ async def graph(
                     seeds[name] = 0.5
                     bridges.setdefault(name, text)
         if platform.embedder.semantic:
-            if ctx.query_vector is None:
-                ctx.query_vector = (await platform.embedder.embed([plan.question]))[0]
-            hits = await platform.vectors.search_dense(ENTITIES, room_id, ctx.query_vector, limit=3)
+            hits = await platform.vectors.search_dense(
+                ENTITIES, room_id, await ctx.question_vector(), limit=3
+            )
             for rank, hit in enumerate(hits):
                 seeds.setdefault(hit.id, 0.4 / (1 + rank))
     if not seeds:
@@ -248,11 +247,11 @@ async def graph(
     for name, w in top:
         if w < 1.0:
             continue
-        used = {t for form in plan.entity_forms.get(name, []) for t in _terms_of(form)}
+        used = {t for form in plan.entity_forms.get(name, []) for t in analyze(form)}
         rest = [t for t in plan.terms if t not in used]
         asked: set[tuple[str, ...]] = set()
         for form in dict.fromkeys(forms(name)):
-            terms = [t for t in _terms_of(form) if t not in question_terms]
+            terms = [t for t in analyze(form) if t not in question_terms]
             # "Taylor Cruz" and "taylor cruz" are one query.
             if terms and tuple(terms) not in asked and len(alias_terms) < 12:
                 asked.add(tuple(terms))
@@ -262,9 +261,9 @@ async def graph(
     # owns the service that caused the outage": the outage message names the service; the
     # owner is found by the service's name and "own").
     for name in list(bridges)[:3]:
-        hop1 = set(_terms_of(bridges[name]))
+        hop1 = set(analyze(bridges[name]))
         residual = [t for t in plan.terms if t not in hop1]
-        bridge_terms = [t for form in forms(name) for t in _terms_of(form)]
+        bridge_terms = [t for form in forms(name) for t in analyze(form)]
         if residual and bridge_terms:
             ranked_by([*dict.fromkeys(bridge_terms), *residual], 0.8)
     # The expanded queries are independent: one round trip for all of them.
@@ -331,10 +330,8 @@ async def reports(
 ) -> CandidateList:
     """Community reports that match the question → messages of their member entities."""
     platform = ctx.platform
-    if ctx.query_vector is None:
-        ctx.query_vector = (await platform.embedder.embed([ctx.plan.question]))[0]
     hits = await platform.vectors.search(
-        COMMUNITIES, ctx.room_id, ctx.plan.question, ctx.query_vector, limit=4
+        COMMUNITIES, ctx.room_id, ctx.plan.question, await ctx.question_vector(), limit=4
     )
     if not hits:
         return CandidateList("reports", note="no community report matched")
@@ -349,8 +346,10 @@ async def reports(
         for name in community.entity_names[:12]:
             seeds[name] = max(seeds.get(name, 0.0), 1.0 / (1 + rank))
     ctx.report_ids = used
-    saved = (ctx.subgraph, ctx.focus)
+    # The question's own subgraph, when the graph generator found one, stays the context's.
+    question_graph = (ctx.subgraph, ctx.focus)
     found = await graph(ctx, aliases_of, names, seed_weights=seeds, signal="reports")
-    ctx.subgraph, ctx.focus = saved if saved[0] is not None else (ctx.subgraph, ctx.focus)
+    if question_graph[0] is not None:
+        ctx.subgraph, ctx.focus = question_graph
     found.note = f"{len(used)} reports; " + found.note
     return found

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from knowledge.graph import CommunityReport
+from knowledge.indexing import message_unit_id
 from knowledge.lexical import analyze
 from knowledge.reports import fit_to_budget
 from knowledge.retrieval.pipeline import Evidence, Retrieval
@@ -39,7 +40,7 @@ def _evidence_line(number: int, item: Evidence, retrieval: Retrieval) -> str:
     unit = retrieval.units.get(item.unit_id)
     if unit is not None:
         for tag, mid in (("before", unit.previous_id), ("after", unit.next_id)):
-            neighbour = retrieval.units.get(f"m:{mid}") if mid is not None else None
+            neighbour = retrieval.units.get(message_unit_id(mid)) if mid is not None else None
             if neighbour is not None:
                 lines.append(
                     f"    ({tag}, {_when(neighbour)}) {neighbour.speaker}: "

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from dbschema.models import EntityAlias
 from knowledge.errors import InvalidInputError
 from knowledge.graph import RoomGraph
+from knowledge.indexing import message_unit_id
 from knowledge.lexical import analyze
 from knowledge.platform import Platform
 from knowledge.retrieval import candidates as gen
@@ -280,12 +281,12 @@ async def retrieve(
     units.update(
         await load_units(platform, room_id, [f.unit_id for f in pool if f.unit_id not in units])
     )
+
+    def neighbour_ids(unit: Unit) -> list[str]:
+        return [message_unit_id(m) for m in (unit.previous_id, unit.next_id) if m is not None]
+
     wanted_neighbours = {
-        f"m:{mid}"
-        for f in pool
-        if (u := units.get(f.unit_id)) is not None
-        for mid in (u.previous_id, u.next_id)
-        if mid is not None
+        uid for f in pool if f.unit_id in units for uid in neighbour_ids(units[f.unit_id])
     }
     units.update(
         await load_units(platform, room_id, [u for u in wanted_neighbours if u not in units])
@@ -295,9 +296,7 @@ async def retrieve(
             fused=f,
             unit=units[f.unit_id],
             neighbours=tuple(
-                units[f"m:{mid}"].text
-                for mid in (units[f.unit_id].previous_id, units[f.unit_id].next_id)
-                if mid is not None and f"m:{mid}" in units
+                units[uid].text for uid in neighbour_ids(units[f.unit_id]) if uid in units
             ),
         )
         for f in pool

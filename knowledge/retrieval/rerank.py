@@ -13,6 +13,7 @@ Each returns one score per item, higher is better; the pipeline sorts by it.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Sequence
@@ -135,8 +136,6 @@ class OfflineReranker:
 
 def _rank_position(sorted_times: list[float], ts: float) -> float:
     """0 for the oldest candidate, 1 for the newest."""
-    import bisect
-
     return bisect.bisect_left(sorted_times, ts) / (len(sorted_times) - 1)
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import text
 
+from knowledge.indexing import message_unit_id, passage_unit_id
 from knowledge.platform import Platform
 from knowledge.rooms import AGENT_SPEAKER, parse_room_id, room_speakers
 
@@ -82,7 +83,7 @@ async def load_units(platform: Platform, room_id: str, unit_ids: Sequence[str]) 
         if message_ids:
             rows = await session.execute(_MESSAGES_SQL, {"room_id": room_uuid, "ids": message_ids})
             for mid, content, created_at, name, kind, previous_id, next_id in rows:
-                uid = f"m:{mid}"
+                uid = message_unit_id(mid)
                 out[uid] = Unit(
                     unit_id=uid,
                     kind=MESSAGE,
@@ -98,7 +99,7 @@ async def load_units(platform: Platform, room_id: str, unit_ids: Sequence[str]) 
                 _PASSAGES_SQL, {"room_key": str(room_uuid), "room_id": room_uuid, "ids": chunk_ids}
             )
             for chunk_id, artifact_id, body, updated_at in rows:
-                uid = f"a:{chunk_id}"
+                uid = passage_unit_id(chunk_id)
                 out[uid] = Unit(
                     unit_id=uid,
                     kind=ARTIFACT,
