@@ -200,7 +200,7 @@ async def _local_answer(platform: Platform, retrieval: Retrieval) -> Answer:
         return Answer(question, Route.local, "Nothing in this room answers that yet.", [])
     if platform.llm is not None:
         composed = await _llm_answer(
-            platform.llm, retrieval, platform.settings.llm_context_tokens, (), "local"
+            platform.llm, retrieval, platform.settings.llm_context_tokens, "local"
         )
         if composed is not None:
             text, used = composed
@@ -212,15 +212,11 @@ async def _local_answer(platform: Platform, retrieval: Retrieval) -> Answer:
 
 
 async def _llm_answer(
-    llm: LLMProvider,
-    retrieval: Retrieval,
-    budget: int,
-    reports: tuple[CommunityReport, ...] | list[CommunityReport],
-    kind: str,
+    llm: LLMProvider, retrieval: Retrieval, budget: int, kind: str
 ) -> tuple[str, list[Evidence]] | None:
     """An answer from the context; its citations are the numbered evidence it says it used
     (numbers outside the context are ignored)."""
-    context = build_context(retrieval, budget, reports)
+    context = build_context(retrieval, budget)
     try:
         output = await llm.structured(
             prompts.answer(retrieval.question, context.text), AnswerOutput, kind=kind
@@ -234,13 +230,20 @@ async def _llm_answer(
 # --- global --------------------------------------------------------------------------------------
 
 
-async def _ranked_reports(platform: Platform, room_id: str, question: str) -> list[CommunityReport]:
-    query_vector = (await platform.embedder.embed([question]))[0]
-    hits = await platform.vectors.search(COMMUNITIES, room_id, question, query_vector, limit=10)
+async def _ranked_reports(
+    platform: Platform, room_id: str, retrieval: Retrieval
+) -> list[CommunityReport]:
+    """The room's reports, those matching the question first (the order the retrieval's
+    report generator found; store-agnostic: positions, not scores), then by their own rank."""
+    matching = retrieval.report_ids
+    if not matching:  # the report signal was switched off: rank the reports here
+        query_vector = (await platform.embedder.embed([retrieval.question]))[0]
+        hits = await platform.vectors.search(
+            COMMUNITIES, room_id, retrieval.question, query_vector, limit=10
+        )
+        matching = [h.id for h in hits]
     reports = {r.community_id: r for r in await platform.graph.get_reports(room_id)}
-    # Order of relevance to the question (store-agnostic: positions, not scores), then the
-    # reports' own rank for the rest.
-    relevant = [reports[h.id] for h in hits if h.id in reports]
+    relevant = [reports[cid] for cid in matching if cid in reports]
     seen = {r.community_id for r in relevant}
     return relevant + sorted(
         (r for r in reports.values() if r.community_id not in seen),
@@ -255,7 +258,7 @@ def _headline(summary: str) -> str:
 
 async def _global_answer(platform: Platform, room_id: str, retrieval: Retrieval) -> Answer:
     question = retrieval.question
-    ranked = await _ranked_reports(platform, room_id, question)
+    ranked = await _ranked_reports(platform, room_id, retrieval)
     citations = [_citation(e) for e in retrieval.evidence[:5]]
     if not ranked:
         if retrieval.evidence:

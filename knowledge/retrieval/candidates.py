@@ -57,7 +57,8 @@ class SearchContext:
     #: Filled by the graph generator: the subgraph around the question's entities.
     subgraph: RoomGraph | None = None
     focus: list[str] = field(default_factory=list)
-    #: Filled by the reports generator: community ids of the reports it used.
+    #: Filled by the reports generator: community ids of the reports matching the question,
+    #: best first (the first four seed it).
     report_ids: list[str] = field(default_factory=list)
     #: The lexical generator's hits (with payloads: speaker, ts), for the time generator.
     lexical_hits: list[VectorHit] = field(default_factory=list)
@@ -331,21 +332,22 @@ async def reports(
     """Community reports that match the question → messages of their member entities."""
     platform = ctx.platform
     hits = await platform.vectors.search(
-        COMMUNITIES, ctx.room_id, ctx.plan.question, await ctx.question_vector(), limit=4
+        COMMUNITIES, ctx.room_id, ctx.plan.question, await ctx.question_vector(), limit=10
     )
+    # The ranking is kept for the global answer (it orders the reports it reads by it).
+    ctx.report_ids = [h.id for h in hits]
     if not hits:
         return CandidateList("reports", note="no community report matched")
     communities = {c.id: c for c in await platform.graph.get_communities(ctx.room_id)}
     seeds: dict[str, float] = {}
     used = []
-    for rank, hit in enumerate(hits):
+    for rank, hit in enumerate(hits[:4]):
         community = communities.get(hit.id)
         if community is None:
             continue
         used.append(hit.id)
         for name in community.entity_names[:12]:
             seeds[name] = max(seeds.get(name, 0.0), 1.0 / (1 + rank))
-    ctx.report_ids = used
     # The question's own subgraph, when the graph generator found one, stays the context's.
     question_graph = (ctx.subgraph, ctx.focus)
     found = await graph(ctx, aliases_of, names, seed_weights=seeds, signal="reports")

@@ -104,6 +104,7 @@ class Retrieval:
     units: dict[str, Unit]
     subgraph: RoomGraph | None = None
     focus: list[str] = field(default_factory=list)
+    #: Community reports matching the question, best first (global route only).
     report_ids: list[str] = field(default_factory=list)
     reranker: str = "none"
     seconds: float = 0.0
