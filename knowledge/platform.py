@@ -70,12 +70,13 @@ class Platform:
         return AsyncSession(self.engine, expire_on_commit=False)
 
 
-def make_llm(settings: Settings, engine: AsyncEngine) -> LLMProvider | None:
-    if not settings.uses_llm:
-        return None
+def _provider(
+    settings: Settings, engine: AsyncEngine, api_key: str, base_url: str | None
+) -> LLMProvider:
+    """A provider with the configured models, cache, concurrency, timeout and retries."""
     return LLMProvider(
-        api_key=settings.openai_api_key or "",
-        base_url=settings.llm_base_url,
+        api_key=api_key,
+        base_url=base_url,
         chat_model=settings.llm_chat_model,
         embedding_model=settings.llm_embedding_model,
         embedding_dim=settings.llm_embedding_dim,
@@ -88,6 +89,12 @@ def make_llm(settings: Settings, engine: AsyncEngine) -> LLMProvider | None:
     )
 
 
+def make_llm(settings: Settings, engine: AsyncEngine) -> LLMProvider | None:
+    if not settings.uses_llm:
+        return None
+    return _provider(settings, engine, settings.openai_api_key or "", settings.llm_base_url)
+
+
 def make_embedding_llm(
     settings: Settings, engine: AsyncEngine, llm: LLMProvider | None = None
 ) -> LLMProvider | None:
@@ -95,19 +102,10 @@ def make_embedding_llm(
     None. Its usage is counted with the chat LLM's when there is one."""
     if not settings.embedding_base_url:
         return None
-    provider = LLMProvider(
-        # Local servers take no key; the OpenAI client needs a non-empty one.
-        api_key=settings.embedding_api_key or "none",
-        base_url=settings.embedding_base_url,
-        chat_model=settings.llm_chat_model,  # never asked: this provider only embeds
-        embedding_model=settings.llm_embedding_model,
-        embedding_dim=settings.llm_embedding_dim,
-        cache=LLMCache(engine),
-        concurrency=settings.llm_concurrency,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=settings.llm_max_retries,
-        backoff=settings.llm_backoff_seconds,
-        reasks=settings.llm_reasks,
+    # Local servers take no key; the OpenAI client needs a non-empty one. (Its chat model is
+    # never asked: this provider only embeds.)
+    provider = _provider(
+        settings, engine, settings.embedding_api_key or "none", settings.embedding_base_url
     )
     if llm is not None:
         provider.usage = llm.usage
