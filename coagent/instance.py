@@ -53,9 +53,11 @@ def instance_config(settings: Settings) -> dict:
     return {
         "storage": {"postgres": {"postgres_url": dagster_storage_url(settings)}},
         "telemetry": {"enabled": False},
+        # Dagster's QueuedRunCoordinator; the daemon loads it at start-up, which shortens its
+        # sensor loop to 1 s (see pipelines/launcher.py).
         "run_coordinator": {
-            "module": "dagster.core.run_coordinator",
-            "class": "QueuedRunCoordinator",
+            "module": "pipelines.launcher",
+            "class": "RoomRunCoordinator",
             "config": {
                 "dequeue_interval_seconds": 1,
                 # One run per room at a time: runs of a room partition queue behind each other.
@@ -75,6 +77,18 @@ def instance_config(settings: Settings) -> dict:
             if settings.dagster_run_launcher == "thread"
             else {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"}
         ),
+        # A run whose worker died (the daemon was killed mid-run) is marked failed, which frees
+        # its room for the next run; one stuck starting or cancelling is failed / cancelled.
+        "run_monitoring": {
+            "enabled": True,
+            "poll_interval_seconds": 5,
+            "start_timeout_seconds": 60,
+            "cancel_timeout_seconds": 60,
+            # Neither launcher can resume a run: a failed worker fails the run.
+            "max_resume_run_attempts": 0,
+            # How often the thread launcher looks for its runs to terminate.
+            "cancellation_thread_poll_interval_seconds": 2,
+        },
         "sensors": {"use_threads": True, "num_workers": 2},
         "retention": {"sensor": {"purge_after_days": {"skipped": 1, "failure": 7, "success": 7}}},
     }

@@ -115,7 +115,17 @@ class RoomMember(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_room_id_id", "room_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_room_id_id", "room_id", "id"),
+        # An agent answers a message once, however often its job runs.
+        Index(
+            "uq_messages_agent_reply",
+            "reply_to",
+            "author_id",
+            unique=True,
+            postgresql_where="reply_to IS NOT NULL",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     room_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
@@ -127,6 +137,10 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The message an agent reply answers (None for everything else).
+    reply_to: Mapped[int | None] = mapped_column(BigInteger)
+    #: An agent reply's tool calls, citations, model and whether it was offline.
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class Artifact(Base):
@@ -353,11 +367,18 @@ class AgentConfig(Base):
     system_prompt: Mapped[str] = mapped_column(Text, default="")
     model: Mapped[str] = mapped_column(String(200))
     tools: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
+    #: The agent's own OpenAI-compatible endpoint and key (Fernet token); None: the server's.
+    base_url: Mapped[str | None] = mapped_column(String(500))
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    @property
+    def has_api_key(self) -> bool:
+        return self.api_key_encrypted is not None
 
 
 class LLMCacheEntry(Base):
@@ -408,3 +429,38 @@ class GoldenQuestion(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.clock_timestamp()
     )
+
+
+# --- transactional outbox of graphrag:events (migration 0006) ---------------------------------
+
+
+class EventOutbox(Base):
+    """A change event, written in the same transaction as the change it announces.
+
+    ``realtime.outbox`` appends unsent rows to ``graphrag:events`` (the stream entry carries
+    ``outbox_id``) and marks them sent; sent rows are pruned after a while. No foreign key on
+    ``room_id``: a ``room.deleted`` event outlives its room.
+    """
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (
+        # What the relay scans: only the unsent rows.
+        Index("ix_event_outbox_unsent", "id", postgresql_where="sent_at IS NULL"),
+        Index("ix_event_outbox_sent_at", "sent_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    room_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    event_type: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(64))
+    #: The whole event (``BaseEvent.model_dump(mode="json")``).
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
+    #: Failed deliveries so far, and the last error (Redis down…).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The id of the entry in ``graphrag:events``.
+    stream_id: Mapped[str | None] = mapped_column(String(32))

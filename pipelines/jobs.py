@@ -1,6 +1,9 @@
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
 from pipelines.partitions import rooms_partitions
+from pipelines.purge import room_purge
+
+__all__ = ["REBUILD_RUN_CONFIG", "ROOM_GRAPH", "rebuild_room", "refresh_room", "room_purge"]
 
 ROOM_GRAPH = AssetSelection.groups("room_graph")
 

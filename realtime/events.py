@@ -5,7 +5,9 @@ Every stream entry has flat string fields, so a consumer can filter without pars
 - ``type``: the event type (``message.created``, …);
 - ``room_id``: the room (the Dagster partition key);
 - ``ts``: ISO-8601 UTC time of the change;
-- ``data``: the whole event as JSON (``parse_event`` turns an entry back into a model).
+- ``data``: the whole event as JSON (``parse_event`` turns an entry back into a model);
+- ``outbox_id``: the ``event_outbox`` row it was relayed from (``realtime.outbox``), so a
+  consumer can tell a re-sent entry from a new one (absent on entries appended directly).
 """
 
 from __future__ import annotations
@@ -80,13 +82,20 @@ class RoomRebuildRequested(BaseEvent):
     full: bool = False
 
 
+class RoomDeleted(BaseEvent):
+    """The room is gone (deleted, or its course was): purge everything derived from it."""
+
+    type: Literal["room.deleted"] = "room.deleted"
+
+
 Event = Annotated[
     MessageCreated
     | MessageEdited
     | MessageDeleted
     | ArtifactChanged
     | ArtifactDeleted
-    | RoomRebuildRequested,
+    | RoomRebuildRequested
+    | RoomDeleted,
     Field(discriminator="type"),
 ]
 
@@ -99,6 +108,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "artifact.changed",
     "artifact.deleted",
     "room.rebuild_requested",
+    "room.deleted",
 )
 
 
@@ -108,3 +118,8 @@ def parse_event(fields: Mapping[str | bytes, str | bytes]) -> Event:
     if data is None:
         raise ValueError("stream entry has no 'data' field")
     return _adapter.validate_json(data)
+
+
+def event_from_payload(payload: Mapping[str, object]) -> Event:
+    """The event of a stored ``BaseEvent.model_dump(mode="json")`` (an outbox row's payload)."""
+    return _adapter.validate_python(payload)

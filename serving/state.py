@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from knowledge.platform import Platform
 from knowledge.settings import Settings
+from realtime.outbox import OutboxRelay
 from realtime.publisher import EventPublisher
 from serving.chat.broadcast import Broadcaster
 from serving.graph.dagster import DagsterGateway
@@ -32,7 +33,11 @@ class AppState:
     settings: Settings
     platform: Platform
     redis: Redis
+    #: Appends directly to ``graphrag:events`` (reads go through its ``redis`` and ``stream``);
+    #: change events go through ``outbox`` instead.
     events: EventPublisher
+    #: Relays the transactional outbox to ``graphrag:events`` (``serving.notify``).
+    outbox: OutboxRelay
     broadcaster: Broadcaster
     dagster: DagsterGateway
     #: Where requests, WebSockets and background work get their sessions. Tests replace it

@@ -5,6 +5,9 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey
 from knowledge.invariants import CheckOutcome
 
 GROUP = "room_graph"
+# The concurrency pool of the steps that call the chat model (extraction, entity summaries
+# and resolution, reports): deploy/dagster/pools.yaml bounds them across runs.
+LLM_POOL = "llm"
 
 
 def check_result(asset: str, name: str, outcome: CheckOutcome) -> AssetCheckResult:

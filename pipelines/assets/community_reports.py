@@ -2,7 +2,7 @@ from dagster import AssetCheckSpec, AssetExecutionContext, MaterializeResult, as
 
 from knowledge.indexing import write_reports
 from knowledge.invariants import vectors_match_rows
-from pipelines.assets._checks import GROUP, check_result
+from pipelines.assets._checks import GROUP, LLM_POOL, check_result
 from pipelines.partitions import rooms_partitions
 from pipelines.resources import KnowledgeResource
 
@@ -15,6 +15,7 @@ from pipelines.resources import KnowledgeResource
     check_specs=[
         AssetCheckSpec("report_vectors_match_rows", asset="community_reports", blocking=True)
     ],
+    pool=LLM_POOL,
 )
 def community_reports(
     context: AssetExecutionContext, knowledge: KnowledgeResource

@@ -13,7 +13,7 @@ from dagster import (
 
 from knowledge.indexing import build_graph
 from knowledge.invariants import names_normalized, relationships_have_entities, vectors_match_rows
-from pipelines.assets._checks import GROUP, check_result
+from pipelines.assets._checks import GROUP, LLM_POOL, check_result
 from pipelines.partitions import rooms_partitions
 from pipelines.resources import KnowledgeResource
 
@@ -44,6 +44,7 @@ from pipelines.resources import KnowledgeResource
         AssetCheckSpec("all_chunks_extracted", asset="entities", blocking=False),
         AssetCheckSpec("relationships_have_entities", asset="relationships", blocking=True),
     ],
+    pool=LLM_POOL,
 )
 def entities_and_relationships(
     context: AssetExecutionContext, knowledge: KnowledgeResource

@@ -14,7 +14,7 @@ from serving.artifacts.schemas import (
     ArtifactVersionSummary,
 )
 from serving.errors import PayloadTooLarge
-from serving.notify import after_commit
+from serving.notify import after_commit, stage_event
 from serving.pagination import Page, PageParams
 from serving.permissions import Action, Permissions
 from serving.rooms.service import authorize_room
@@ -30,12 +30,10 @@ def _check_size(state: AppState, content: str | None) -> None:
         )
 
 
-async def _announce_change(state: AppState, artifact: Artifact, actor: User) -> None:
-    """After the commit: the new version to the room's sockets and to the event stream."""
-    await after_commit(
-        state,
-        artifact.room_id,
-        _changed_frame(artifact),
+async def _stage_change(session: AsyncSession, artifact: Artifact, actor: User) -> list[int]:
+    """Before the commit: the ``artifact.changed`` event of the new version (outbox)."""
+    return await stage_event(
+        session,
         ArtifactChanged(
             room_id=str(artifact.room_id),
             artifact_id=str(artifact.id),
@@ -65,9 +63,10 @@ async def create_artifact(
     artifact = await rooms.create_artifact(
         session, room.id, body.title, body.content, state.settings.max_artifact_chars, actor.id
     )
+    staged = await _stage_change(session, artifact, actor)
     await session.commit()
     await session.refresh(artifact)
-    await _announce_change(state, artifact, actor)
+    await after_commit(state, artifact.room_id, _changed_frame(artifact), staged)
     return artifact
 
 
@@ -118,9 +117,10 @@ async def update_artifact(
         edited_by=actor.id,
         expected_version=body.expected_version,
     )
+    staged = await _stage_change(session, artifact, actor)
     await session.commit()
     await session.refresh(artifact)
-    await _announce_change(state, artifact, actor)
+    await after_commit(state, artifact.room_id, _changed_frame(artifact), staged)
     return artifact
 
 
@@ -136,12 +136,13 @@ async def delete_artifact(
     artifact = await rooms.get_artifact(session, room.id, artifact_id)
     await perms.check(actor, Action.ARTIFACT_DELETE, artifact)
     await rooms.delete_artifact(session, room.id, artifact.id)
+    staged = await stage_event(
+        session,
+        ArtifactDeleted(room_id=str(room.id), artifact_id=str(artifact_id), actor_id=str(actor.id)),
+    )
     await session.commit()
     await after_commit(
-        state,
-        room.id,
-        {"type": "artifact.deleted", "artifact_id": str(artifact_id)},
-        ArtifactDeleted(room_id=str(room.id), artifact_id=str(artifact_id), actor_id=str(actor.id)),
+        state, room.id, {"type": "artifact.deleted", "artifact_id": str(artifact_id)}, staged
     )
 
 

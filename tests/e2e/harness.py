@@ -92,10 +92,14 @@ class Platform:
     log_path: Path | None = None
 
     def start(self) -> None:
-        self.redis = RedisServer(self.data_dir / "redis-e2e")
-        self.redis.directory.mkdir()
-        self.redis.start()
+        """Start Redis (once) and ``coagent dev``; again after ``stop_processes`` or a crash,
+        on the same data dir."""
+        if self.redis is None:
+            self.redis = RedisServer(self.data_dir / "redis-e2e")
+            self.redis.directory.mkdir()
+            self.redis.start()
         ready = self.data_dir / "ready"
+        ready.unlink(missing_ok=True)
         env = {
             **os.environ,
             "COAGENT_DATA_DIR": str(self.data_dir),
@@ -108,6 +112,8 @@ class Platform:
         for var in ("DATABASE_URL", "POSTGRES_SERVER", "DAGSTER_HOME", "NEO4J_URI", "QDRANT_URL"):
             env.pop(var, None)
         self.log_path = self.data_dir / "dev.log"
+        if self.log_path.exists():  # a restart: keep what the previous run wrote
+            self.log_path.rename(self.data_dir / f"dev.{time.monotonic_ns()}.log")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "coagent.cli", "dev", "--port", str(self.api_port),
              "--dagster-port", str(self.dagster_port), "--ready-file", str(ready)],
@@ -128,13 +134,54 @@ class Platform:
     def log(self) -> str:
         return self.log_path.read_text()[-6000:] if self.log_path else ""
 
-    def stop(self) -> None:
+    def stop_processes(self) -> None:
+        """Stop ``coagent dev`` (Redis and the data dir stay)."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
+
+    def wait_exit(self, timeout: float) -> int:
+        """``coagent dev``'s exit code, once it has exited by itself."""
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"coagent dev did not exit:\n{self.log()}") from None
+
+    def descendants(self, marker: str) -> list[int]:
+        """Pids of ``coagent dev``'s descendant processes whose command line contains
+        ``marker`` (e.g. ``dagster._daemon``)."""
+        import psutil  # pgserver's dependency
+
+        assert self.process is not None
+        found = []
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if marker in " ".join(child.cmdline()):
+                    found.append(child.pid)
+            except psutil.Error:
+                continue
+        return found
+
+    def postgres_uri(self) -> str:
+        """The embedded PostgreSQL's URI (the app's database), while it runs."""
+        from pgserver.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir / "pg")
+        assert info is not None, "the embedded PostgreSQL is not running"
+        return info.get_uri()
+
+    def dagster_instance(self):  # type: ignore[no-untyped-def]
+        """The Dagster instance ``coagent dev`` uses (its dagster.yaml under the data dir)."""
+        from dagster import DagsterInstance
+
+        return DagsterInstance.from_config(str(self.data_dir / "dagster"))
+
+    def stop(self) -> None:
+        self.stop_processes()
         if self.redis:
             self.redis.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
