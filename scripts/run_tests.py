@@ -9,20 +9,37 @@ neo4j``) is used and left running. When Neo4j cannot start:
 - otherwise a warning is printed and the tests run without it: the Neo4j tests report as
   skipped, with the reason.
 
+A real Qdrant server (``../shared/qdrant/qdrant``, a 1.18.3 binary; ``QDRANT_BINARY`` names
+another) is started on free loopback ports with its storage in a temporary directory, its URL
+exported to pytest as ``COAGENT_TEST_QDRANT_URL``, and stopped (the directory removed)
+afterwards; a ``COAGENT_TEST_QDRANT_URL`` already set is used as it is. When the binary is
+missing or the server does not start: with ``CI=true`` the run fails; otherwise a warning is
+printed and the Qdrant tests fall back to qdrant-client's local mode (which ignores payload
+indexes, tenancy and HNSW settings).
+
 Arguments are passed on to pytest.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "deploy" / "neo4j" / "neo4j_server.py"
 NEO4J_VARS = ("NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD", "NEO4J_DATABASE")
+QDRANT_URL_VAR = "COAGENT_TEST_QDRANT_URL"
+QDRANT_BINARY = ROOT.parent / "shared" / "qdrant" / "qdrant"
+QDRANT_START_SECONDS = 30.0
 
 
 def in_ci() -> bool:
@@ -86,29 +103,142 @@ def stop_neo4j() -> None:
         say(f"Neo4j stopped in {time.perf_counter() - started:.1f} s")
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class QdrantServer:
+    """A Qdrant server of this run: free loopback ports, storage in a temporary directory."""
+
+    def __init__(self, binary: Path) -> None:
+        self.binary = binary
+        self.home = Path(tempfile.mkdtemp(prefix="cgt-qdrant-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        if not os.access(self.binary, os.X_OK):
+            raise RuntimeError(
+                f"no Qdrant server binary at {self.binary} (set QDRANT_BINARY to one)"
+            )
+        started = time.perf_counter()
+        # A port found free can be taken before the server binds it: try fresh ports again.
+        for _ in range(3):
+            http, grpc = free_port(), free_port()
+            if self._launch(http, grpc):
+                say(
+                    f"Qdrant started in {time.perf_counter() - started:.1f} s at {self.url} "
+                    f"(storage {self.home})"
+                )
+                return
+        code = self.process.returncode if self.process is not None else None
+        raise RuntimeError(
+            f"Qdrant ({self.binary}) did not start (exit code {code}); "
+            f"the end of its log:\n{self.log_tail()}\n"
+        )
+
+    def _launch(self, http: int, grpc: int) -> bool:
+        env = {
+            **os.environ,
+            "QDRANT__STORAGE__STORAGE_PATH": str(self.home / "storage"),
+            "QDRANT__STORAGE__SNAPSHOTS_PATH": str(self.home / "snapshots"),
+            "QDRANT__SERVICE__HOST": "127.0.0.1",
+            "QDRANT__SERVICE__HTTP_PORT": str(http),
+            "QDRANT__SERVICE__GRPC_PORT": str(grpc),
+            "QDRANT__TELEMETRY_DISABLED": "true",
+        }
+        with open(self.home / "qdrant.log", "ab") as log:
+            # cwd: the server writes a marker file (and snapshots by default) where it runs.
+            self.process = subprocess.Popen(
+                [str(self.binary)], cwd=self.home, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        url = f"http://127.0.0.1:{http}"
+        deadline = time.monotonic() + QDRANT_START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        self.url = url
+                        return True
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        self._terminate()
+        return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = (self.home / "qdrant.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+    def _terminate(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        running = self.process is not None and self.process.poll() is None
+        self._terminate()
+        shutil.rmtree(self.home, ignore_errors=True)
+        if running:
+            say("Qdrant stopped (its storage removed)")
+
+
 def main() -> int:
     pytest = [sys.executable, "-m", "pytest", "-v", *sys.argv[1:]]
-    if os.environ.get("NEO4J_URI"):
-        say(f"NEO4J_URI is set ({os.environ['NEO4J_URI']}): using that server")
-        return subprocess.call(pytest, cwd=ROOT)
-
+    # A terminated run (CI timeout) still stops the servers it started (the finally below).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     env = dict(os.environ)
-    started = False
+    neo4j_started = False
+    qdrant: QdrantServer | None = None
     try:
-        try:
-            neo4j_env, started = start_neo4j()
-            env.update(neo4j_env)
-        except (RuntimeError, OSError) as error:
-            if in_ci():
-                say(f"error: {error}. With CI=true the Neo4j tests cannot be skipped: failing.")
-                return 1
-            say(
-                f"WARNING: {error}. Running the tests WITHOUT Neo4j: every Neo4j test is "
-                "skipped (with CI=true this is a failure)."
-            )
+        # Qdrant first: it starts in about a second, so a CI failure shows before Neo4j's wait.
+        if env.get(QDRANT_URL_VAR):
+            say(f"{QDRANT_URL_VAR} is set ({env[QDRANT_URL_VAR]}): using that Qdrant server")
+        else:
+            qdrant = QdrantServer(Path(os.environ.get("QDRANT_BINARY") or QDRANT_BINARY))
+            try:
+                qdrant.start()
+                env[QDRANT_URL_VAR] = qdrant.url
+            except (RuntimeError, OSError) as error:
+                if in_ci():
+                    say(f"error: {error}. With CI=true the Qdrant tests need the server: failing.")
+                    return 1
+                say(
+                    f"WARNING: {error}. Running the Qdrant tests in qdrant-client's local mode "
+                    "(no payload indexes, tenancy or HNSW; with CI=true this is a failure)."
+                )
+
+        if env.get("NEO4J_URI"):
+            say(f"NEO4J_URI is set ({env['NEO4J_URI']}): using that server")
+        else:
+            try:
+                neo4j_env, neo4j_started = start_neo4j()
+                env.update(neo4j_env)
+            except (RuntimeError, OSError) as error:
+                if in_ci():
+                    say(f"error: {error}. With CI=true the Neo4j tests cannot be skipped: failing.")
+                    return 1
+                say(
+                    f"WARNING: {error}. Running the tests WITHOUT Neo4j: every Neo4j test is "
+                    "skipped (with CI=true this is a failure)."
+                )
         return subprocess.call(pytest, cwd=ROOT, env=env)
     finally:
-        if started:
+        if qdrant is not None:
+            qdrant.stop()
+        if neo4j_started:
             stop_neo4j()
 
 

@@ -10,6 +10,7 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ from knowledge import rooms  # noqa: E402
 from knowledge.indexing import room_state  # noqa: E402
 from knowledge.platform import Platform, open_platform, sync_engine  # noqa: E402
 from knowledge.settings import Settings, get_settings  # noqa: E402
+from knowledge.stores.qdrant_store import QdrantVectorStore  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +81,63 @@ def neo4j_settings(settings: Settings) -> Settings:
             "neo4j_database": _NEO4J_ENV.get("NEO4J_DATABASE", settings.neo4j_database),
         }
     )
+
+
+# --- Qdrant: the server of the run (`make test` starts one), else qdrant-client's local mode ---
+
+#: The URL of the Qdrant server `scripts/run_tests.py` started (or was given).
+QDRANT_URL_VAR = "COAGENT_TEST_QDRANT_URL"
+
+
+@pytest.fixture(scope="session")
+def qdrant_url() -> str | None:
+    """The Qdrant server of the run, or None for qdrant-client's local mode.
+
+    Local mode ignores payload indexes, tenancy and HNSW settings, so under ``CI=true`` a
+    missing server is a failure, not a fallback.
+    """
+    url = os.environ.get(QDRANT_URL_VAR) or None
+    if url is None and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(
+            f"{QDRANT_URL_VAR} is not set: run the tests with `make test` (it starts Qdrant)"
+        )
+    return url
+
+
+def qdrant_prefix() -> str:
+    """A collection prefix of its own, so that tests sharing the server never share collections."""
+    return f"t{uuid.uuid4().hex[:12]}_"
+
+
+async def drop_qdrant_collections(store: QdrantVectorStore) -> None:
+    """Drop the store's collections (those under its prefix) from the server."""
+    response = await store.client.get_collections()
+    for description in response.collections:
+        if description.name.startswith(store.prefix):
+            await store.client.delete_collection(description.name)
+
+
+@asynccontextmanager
+async def open_qdrant_store(
+    url: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[QdrantVectorStore]:
+    """A QdrantVectorStore of its own: on the server under a fresh prefix (its collections are
+    dropped afterwards), else in local mode in a fresh folder."""
+    store = QdrantVectorStore(url or str(tmp_path_factory.mktemp("qdrant")), prefix=qdrant_prefix())
+    try:
+        yield store
+    finally:
+        if not store.local:
+            await drop_qdrant_collections(store)
+        await store.close()
+
+
+@pytest.fixture
+async def qdrant_store(
+    qdrant_url: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[QdrantVectorStore]:
+    async with open_qdrant_store(qdrant_url, tmp_path_factory) as store:
+        yield store
 
 
 @pytest.fixture

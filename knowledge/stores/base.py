@@ -83,7 +83,12 @@ class GraphStore(Protocol):
         """Keys: entities, relationships, communities, reports."""
         ...
 
-    async def wipe_room(self, room_id: str) -> None: ...
+    async def wipe_room(self, room_id: str) -> dict[str, int]:
+        """Delete every entity, relationship, community and report of the room (a rebuild's
+        first step, and a deleted room's purge). Returns how many each table / node label /
+        relationship type lost, keyed ``"<store>:<name>"`` (``"neo4j:Entity"``), zeros
+        included; idempotent (all zeros the second time)."""
+        ...
 
 
 @runtime_checkable
@@ -167,7 +172,11 @@ class VectorStore(Protocol):
         (the IDF the lexical search uses; rerankers weigh query terms with it)."""
         ...
 
-    async def wipe_room(self, room_id: str) -> None: ...
+    async def wipe_room(self, room_id: str) -> dict[str, int]:
+        """Delete the room's points from every collection the store holds (and any index
+        kept beside them). Returns how many each table / collection lost, keyed
+        ``"<store>:<name>"`` (``"qdrant:coagent_chunks"``), zeros included; idempotent."""
+        ...
 
 
 def reciprocal_rank_fusion(

@@ -596,22 +596,48 @@ class Neo4jGraphStore:
         )
         return {key: int(value) for key, value in records[0].data().items()}
 
-    async def wipe_room(self, room_id: str) -> None:
-        """Delete everything of the room, in batches of inner transactions (rooms can be big)."""
+    async def wipe_room(self, room_id: str) -> dict[str, int]:
+        """Delete everything of the room, in batches of inner transactions (rooms can be big).
+
+        Each statement commits its batches as it goes, so a failure part-way leaves fewer rows
+        and running it again finishes the job."""
         driver = await self.driver()
+        removed: dict[str, int] = {}
         async with driver.session(database=self.database) as session:
-            for statement in (
-                "MATCH (r:Report {room_id: $room_id}) "
-                "CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS",
-                "MATCH (c:Community {room_id: $room_id}) "
-                "CALL (c) { DELETE c } IN TRANSACTIONS OF $batch ROWS",
-                "MATCH ()-[r:RELATED {room_id: $room_id}]->() "
-                "CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS",
-                "MATCH (e:Entity {room_id: $room_id}) "
-                "CALL (e) { DETACH DELETE e } IN TRANSACTIONS OF $batch ROWS",
+            for key, statement in (
+                (
+                    "neo4j:Report",
+                    "MATCH (r:Report {room_id: $room_id}) "
+                    "CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS",
+                ),
+                (
+                    "neo4j:Community",
+                    "MATCH (c:Community {room_id: $room_id}) "
+                    "CALL (c) { DELETE c } IN TRANSACTIONS OF $batch ROWS",
+                ),
+                (
+                    "neo4j:RELATED",
+                    "MATCH ()-[r:RELATED {room_id: $room_id}]->() "
+                    "CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS",
+                ),
+                (
+                    "neo4j:Entity",
+                    "MATCH (e:Entity {room_id: $room_id}) "
+                    "CALL (e) { DETACH DELETE e } IN TRANSACTIONS OF $batch ROWS",
+                ),
             ):
-                result = await session.run(statement, room_id=room_id, batch=WIPE_BATCH)
-                await result.consume()
+                # The counters of a summary add up every inner transaction of the statement.
+                summary = await (
+                    await session.run(statement, room_id=room_id, batch=WIPE_BATCH)
+                ).consume()
+                counters = summary.counters
+                deleted = (
+                    counters.relationships_deleted
+                    if key == "neo4j:RELATED"
+                    else counters.nodes_deleted
+                )
+                removed[key] = deleted
+        return removed
 
     # -- Leiden in GDS --------------------------------------------------------------------------
 

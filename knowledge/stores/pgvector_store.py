@@ -345,10 +345,13 @@ class PgVectorStore:
             ).all()
         return int(n), {term: int(df) for term, df in rows}
 
-    async def wipe_room(self, room_id: str) -> None:
+    async def wipe_room(self, room_id: str) -> dict[str, int]:
+        removed: dict[str, int] = {}
         async with self.engine.begin() as conn:
-            await conn.execute(delete(VectorPoint).where(VectorPoint.room_id == room_id))
-            await conn.execute(delete(LexicalPosting).where(LexicalPosting.room_id == room_id))
+            for model in (VectorPoint, LexicalPosting):
+                result = await conn.execute(delete(model).where(model.room_id == room_id))
+                removed[f"postgres:{model.__tablename__}"] = result.rowcount
+        return removed
 
 
 def _filter_sql(where: PointFilter | None, params: dict[str, Any], payload: str) -> str:

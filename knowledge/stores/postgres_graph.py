@@ -289,7 +289,10 @@ class PostgresGraphStore:
                 ).scalar_one()
         return result
 
-    async def wipe_room(self, room_id: str) -> None:
+    async def wipe_room(self, room_id: str) -> dict[str, int]:
+        removed: dict[str, int] = {}
         async with self.engine.begin() as conn:
             for model in (GraphCommunityReport, GraphCommunity, GraphRelationship, GraphEntity):
-                await conn.execute(delete(model).where(model.room_id == room_id))
+                result = await conn.execute(delete(model).where(model.room_id == room_id))
+                removed[f"postgres:{model.__tablename__}"] = result.rowcount
+        return removed

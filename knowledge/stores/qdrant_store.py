@@ -255,15 +255,21 @@ class QdrantVectorStore:
             wait=True,
         )
 
-    async def wipe_room(self, room_id: str) -> None:
+    async def wipe_room(self, room_id: str) -> dict[str, int]:
+        """Every collection under the prefix, not only the known ones: a collection written by
+        another version of the code still holds the room's points."""
+        removed: dict[str, int] = {}
         response = await self.client.get_collections()
-        for description in response.collections:
-            if description.name.startswith(self.prefix):
-                await self.client.delete(
-                    description.name,
-                    points_selector=models.FilterSelector(filter=_room_filter(room_id)),
-                    wait=True,
-                )
+        for name in sorted(d.name for d in response.collections if d.name.startswith(self.prefix)):
+            room = _room_filter(room_id)
+            # A filtered delete reports no count: count first (the room's writes are expected
+            # to have stopped, so the two agree; the delete runs regardless).
+            counted = await self.client.count(name, count_filter=room, exact=True)
+            await self.client.delete(
+                name, points_selector=models.FilterSelector(filter=room), wait=True
+            )
+            removed[f"qdrant:{name}"] = counted.count
+        return removed
 
     # --- reads ----------------------------------------------------------------------------------
 

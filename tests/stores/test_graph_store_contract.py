@@ -289,6 +289,25 @@ async def test_counts(graph_store: GraphStore, room: str) -> None:
 
 # --- rooms --------------------------------------------------------------------------------------
 
+# What wipe_room reports for each ``counts`` key, in each implementation's naming.
+WIPE_KEYS = {
+    "entities": ("postgres:graph_entities", "neo4j:Entity"),
+    "relationships": ("postgres:graph_relationships", "neo4j:RELATED"),
+    "communities": ("postgres:graph_communities", "neo4j:Community"),
+    "reports": ("postgres:graph_community_reports", "neo4j:Report"),
+}
+
+
+def wiped(removed: dict[str, int]) -> dict[str, int]:
+    """wipe_room's counts under the ``counts`` keys (each reported exactly once)."""
+    out = {}
+    for kind, keys in WIPE_KEYS.items():
+        present = [key for key in keys if key in removed]
+        assert len(present) == 1, removed
+        out[kind] = removed[present[0]]
+    assert len(removed) == len(WIPE_KEYS), removed
+    return out
+
 
 async def test_rooms_are_isolated_and_wipe_room_touches_one_room(
     graph_store: GraphStore, room: str
@@ -315,7 +334,9 @@ async def test_rooms_are_isolated_and_wipe_room_touches_one_room(
 
     before = await graph_store.counts(other)
     graph_before = canonical(await graph_store.get_graph(other))
-    await graph_store.wipe_room(room)
+    held = await graph_store.counts(room)
+    assert held == {"entities": 6, "relationships": 5, "communities": 1, "reports": 2}
+    assert wiped(await graph_store.wipe_room(room)) == held
 
     assert await graph_store.counts(room) == {
         "entities": 0,
@@ -330,5 +351,5 @@ async def test_rooms_are_isolated_and_wipe_room_touches_one_room(
     assert await graph_store.counts(other) == before
     assert canonical(await graph_store.get_graph(other)) == graph_before
     assert len(await graph_store.get_communities(other)) == 4
-    # Wiping an empty room is fine.
-    await graph_store.wipe_room(room)
+    # Wiping an empty room is fine, and removes nothing.
+    assert wiped(await graph_store.wipe_room(room)) == dict.fromkeys(WIPE_KEYS, 0)

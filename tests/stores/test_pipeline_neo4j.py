@@ -1,11 +1,16 @@
-"""The Dagster room jobs once on Neo4j (graph, Leiden in GDS) + Qdrant (vectors, local mode).
+"""The Dagster room jobs once on Neo4j (graph, Leiden in GDS) + Qdrant (vectors).
 
 Real runs on the PostgreSQL-backed instance, with the ``knowledge`` resource pointed at the
-Neo4j server of the run and a Qdrant folder. Every asset step opens and closes its own platform,
-so the Neo4j driver and the Qdrant folder lock are released between steps.
+Neo4j server of the run and the Qdrant server of the run (``COAGENT_TEST_QDRANT_URL``; a local
+mode folder where none is given, outside CI). Every asset step opens and closes its own platform,
+so the Neo4j driver (and a local-mode folder lock) are released between steps. The resource has
+no collection-prefix setting, so on the server the room's points go to the default
+``coagent_*`` collections; the room id is unique, and its points are removed afterwards.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance
@@ -26,14 +31,16 @@ SAMPLE = [(s.speaker, s.text) for s in load_sample()[:160]]
 
 
 @pytest.fixture(scope="module")
-def overrides(neo4j_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def overrides(
+    neo4j_settings: Settings, qdrant_url: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     assert neo4j_settings.neo4j_uri
     return {
         "neo4j_uri": neo4j_settings.neo4j_uri,
         "neo4j_user": neo4j_settings.neo4j_user,
         "neo4j_password": neo4j_settings.neo4j_password,
         "neo4j_database": neo4j_settings.neo4j_database,
-        "qdrant_url": str(tmp_path_factory.mktemp("qdrant-neo4j-job")),
+        "qdrant_url": qdrant_url or str(tmp_path_factory.mktemp("qdrant-neo4j-job")),
     }
 
 
@@ -48,11 +55,16 @@ def room(
     services: Settings,
     overrides: dict[str, str],
     dagster_instance: DagsterInstance,
-) -> str:
+) -> Iterator[str]:
     room_id = with_platform(settings, lambda p: make_room(p, SAMPLE, "neo4j + qdrant"))
     outcome = run_job(dagster_instance, room_id, overrides=overrides)
     assert outcome.success, outcome.error
-    return room_id
+    yield room_id
+
+    async def clean(platform: Platform) -> None:
+        await platform.vectors.wipe_room(room_id)
+
+    with_platform(services, clean)
 
 
 def test_refresh_writes_the_graph_to_neo4j_and_the_vectors_to_qdrant(

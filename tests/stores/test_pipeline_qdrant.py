@@ -1,13 +1,13 @@
-"""The whole room pipeline and question answering with Qdrant (local mode) as the vector store.
+"""The whole room pipeline and question answering with Qdrant as the vector store.
 
 The Platform is the conftest one with its vector store swapped: the relational rows and the graph
-stay in the embedded PostgreSQL, the vectors go to Qdrant.
+stay in the embedded PostgreSQL, the vectors go to Qdrant: the server of the run
+(``COAGENT_TEST_QDRANT_URL``, under a collection prefix of this test's own), else local mode.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,14 +24,8 @@ SAMPLE = [(s.speaker, s.text) for s in load_sample()[:120]]
 
 
 @pytest.fixture
-async def qdrant_platform(
-    platform: Platform, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Platform]:
-    vectors = QdrantVectorStore(str(tmp_path_factory.mktemp("qdrant-pipeline")))
-    try:
-        yield dataclasses.replace(platform, vectors=vectors)
-    finally:
-        await vectors.close()
+async def qdrant_platform(platform: Platform, qdrant_store: QdrantVectorStore) -> Platform:
+    return dataclasses.replace(platform, vectors=qdrant_store)
 
 
 async def build(platform: Platform, room_id: str) -> dict[str, int]:

@@ -1,8 +1,10 @@
 """One contract for every VectorStore: same inputs, same expected results.
 
 Implementations: pgvector on the real embedded PostgreSQL (the conftest ``platform`` engine) and
-Qdrant through qdrant-client's local mode in a temporary folder (one process). Vectors come from
-the offline HashingEmbedder, so everything is deterministic.
+Qdrant: the real server of the run (``COAGENT_TEST_QDRANT_URL``, started by `make test`), each
+test under a collection prefix of its own, or qdrant-client's local mode in a temporary folder
+where no server is given (outside CI). Vectors come from the offline HashingEmbedder, so
+everything is deterministic.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from knowledge.stores.base import (
 )
 from knowledge.stores.pgvector_store import PgVectorStore
 from knowledge.stores.qdrant_store import QdrantVectorStore
+from tests.conftest import open_qdrant_store
 
 DIM = 256
 EMBEDDER = HashingEmbedder(DIM)
@@ -65,14 +68,12 @@ async def store(
     if request.param == "pgvector":
         yield PgVectorStore(platform.engine)
         return
-    qdrant = QdrantVectorStore(str(tmp_path_factory.mktemp("qdrant")))
-    # Small batches and pages, so a few hundred points exercise both loops (local mode persists
-    # every write to SQLite: big test rooms would be slow).
-    qdrant.batch_size = qdrant.scroll_page = 100
-    try:
+    # Asked for here only, so that the pgvector half needs no Qdrant server.
+    url = request.getfixturevalue("qdrant_url")
+    async with open_qdrant_store(url, tmp_path_factory) as qdrant:
+        # Small batches and pages, so a few hundred points exercise both loops.
+        qdrant.batch_size = qdrant.scroll_page = 100
         yield qdrant
-    finally:
-        await qdrant.close()
 
 
 @pytest.fixture
@@ -245,7 +246,13 @@ async def test_wipe_room_removes_every_collection_of_that_room_only(
     await store.upsert(CHUNKS, other, records(CORPUS))
     await store.upsert(ENTITIES, other, records({"rome": "Rome (PLACE): the city"}))
 
-    await store.wipe_room(room)
+    removed = await store.wipe_room(room)
+    # Points per collection (Qdrant) or in the one points table (pgvector, beside its postings).
+    points = {k: v for k, v in removed.items() if k.startswith("qdrant:")}
+    points = points or {"postgres:vector_points": removed["postgres:vector_points"]}
+    assert sum(points.values()) == len(CORPUS) + 1, removed
+    again = await store.wipe_room(room)
+    assert again.keys() == removed.keys() and set(again.values()) == {0}
 
     for collection in (CHUNKS, ENTITIES):
         assert await store.count(collection, room) == 0
@@ -538,9 +545,10 @@ async def test_lexical_idf_is_the_rooms_own(
     points, as the protocol says): one room's vocabulary neither changes another's rankings
     nor can be read from them."""
     if isinstance(store, QdrantVectorStore):
-        # Qdrant's IDF modifier counts the whole collection (every room). Scoping it per query
-        # needs ``SearchParams(idf=IdfCorpusParams(corpus=<room filter>))`` (recent Qdrant and
-        # qdrant-client; compose runs v1.15.4). Strict: this fails loudly once it is fixed.
+        # Qdrant's IDF modifier counts the whole collection (every room), on the 1.18.3 server as
+        # in local mode (both rank m:2 first here). A per-tenant IDF corpus (a filter on the
+        # query) arrived in Qdrant 1.19; compose and the test server run 1.18.3. Strict: this
+        # fails loudly once the store scopes IDF to the room.
         request.applymarker(
             pytest.mark.xfail(strict=True, reason="Qdrant IDF is collection-wide, not per room")
         )
