@@ -203,10 +203,37 @@ def install_error_handlers(app: FastAPI) -> None:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": desc}
     for status, desc in (
+        (400, "Malformed request (e.g. a body that cannot be parsed)"),
         (401, "Not authenticated"),
         (403, "Forbidden (including a failed CSRF check)"),
         (404, "Not found"),
         (413, "Request body too large"),
-        (422, "Invalid input"),
+        (
+            422,
+            "Invalid input, including text PostgreSQL cannot store anywhere in the request "
+            "(a NUL character, invalid UTF-8 or a lone surrogate in the path, the query, the "
+            "body or a field name)",
+        ),
     )
+}
+
+
+#: ``responses=`` of rate-limited operations (429 with ``Retry-After``).
+RATE_LIMITED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorResponse,
+        "description": "Too many requests: wait the seconds named by `Retry-After`",
+        "headers": {
+            "Retry-After": {
+                "description": "seconds until the window resets",
+                "schema": {"type": "integer"},
+            }
+        },
+    }
+}
+
+
+#: ``responses=`` of routes without authentication: what any request may get.
+MALFORMED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: ERROR_RESPONSES[status] for status in (400, 413, 422)
 }

@@ -49,7 +49,8 @@ class Action(enum.StrEnum):
     AGENT_MANAGE = "agent:manage"
     AGENT_RUN = "agent:run"
     GRAPH_READ = "graph:read"
-    GRAPH_BUILD = "graph:build"
+    GRAPH_BUILD = "graph:build"  # an incremental refresh
+    GRAPH_REBUILD = "graph:rebuild"  # a full rebuild (wipe and re-derive): room managers
     GOLDEN_QUESTIONS_MANAGE = "golden_questions:manage"  # add, delete, evaluate now
 
 
@@ -69,7 +70,13 @@ _ROOM_READER_ACTIONS = frozenset(
     }
 )
 _ROOM_MODERATOR_ACTIONS = frozenset(
-    {Action.ROOM_MANAGE, Action.AGENT_MANAGE, Action.AGENT_RUN, Action.GOLDEN_QUESTIONS_MANAGE}
+    {
+        Action.ROOM_MANAGE,
+        Action.AGENT_MANAGE,
+        Action.AGENT_RUN,
+        Action.GOLDEN_QUESTIONS_MANAGE,
+        Action.GRAPH_REBUILD,
+    }
 )
 
 Resource = (

@@ -1,10 +1,14 @@
-"""Login rate limiting in Redis (shared by every API process): fixed windows per client
-address for all attempts and per (client, email) for failed ones."""
+"""Rate limiting in Redis (shared by every API process), in fixed windows.
+
+Logins: per client address for all attempts and per (client, email) for failed ones. Costly
+operations (graph questions, build requests): per user (``check_user``). Each answers 429 with
+``Retry-After``; if Redis is unreachable the limiter fails open (logged)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -15,6 +19,7 @@ from serving.errors import TooManyRequests
 log = logging.getLogger(__name__)
 
 _PREFIX = "coagent:login"
+_USER_PREFIX = "coagent:ratelimit"
 
 
 def _keys(ip: str, email: str) -> tuple[str, str]:
@@ -67,8 +72,21 @@ async def clear_failures(redis: Redis, ip: str, email: str) -> None:
         log.warning("login rate limiter unavailable (%s)", error)
 
 
-def _limited(retry_after: int) -> TooManyRequests:
+def _limited(retry_after: int, what: str = "login attempts") -> TooManyRequests:
     return TooManyRequests(
-        f"too many login attempts; try again in {retry_after} s",
+        f"too many {what}; try again in {retry_after} s",
         headers={"Retry-After": str(retry_after)},
     )
+
+
+async def check_user(
+    redis: Redis, user_id: uuid.UUID, action: str, limit: int, window: int, what: str
+) -> None:
+    """Count one ``action`` of the user; 429 (with Retry-After) past ``limit`` per window."""
+    try:
+        hits, ttl = await _bump(redis, f"{_USER_PREFIX}:{action}:{user_id}", window)
+    except RedisError as error:
+        log.warning("rate limiter unavailable (%s); not limiting %s", error, action)
+        return
+    if hits > limit:
+        raise _limited(ttl, what)

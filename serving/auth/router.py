@@ -16,7 +16,8 @@ from serving.auth.security import (
     set_auth_cookies,
 )
 from serving.deps import SessionDep, StateDep
-from serving.errors import ERROR_RESPONSES, ErrorResponse, Forbidden, Unauthorized
+from serving.errors import ERROR_RESPONSES, RATE_LIMITED_RESPONSE, Forbidden, Unauthorized
+from serving.state import AppState
 from serving.users.schemas import UserOut
 
 router = APIRouter(prefix="/auth", tags=["auth"], responses=ERROR_RESPONSES)
@@ -31,6 +32,17 @@ def _session_out(tokens: service.IssuedTokens) -> SessionOut:
     )
 
 
+def _set_cookies(response: Response, state: AppState, tokens: service.IssuedTokens) -> None:
+    set_auth_cookies(
+        response,
+        state.settings,
+        tokens.access_token,
+        tokens.refresh_token,
+        tokens.csrf_token,
+        tokens.refresh_max_age,
+    )
+
+
 def _require_csrf(request: Request) -> None:
     if not csrf_matches(request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER)):
         raise Forbidden(
@@ -41,7 +53,7 @@ def _require_csrf(request: Request) -> None:
 @router.post(
     "/login",
     response_model=SessionOut,
-    responses={429: {"model": ErrorResponse, "description": "Too many login attempts"}},
+    responses=RATE_LIMITED_RESPONSE,
 )
 async def login(
     body: LoginIn, request: Request, response: Response, session: SessionDep, state: StateDep
@@ -51,9 +63,7 @@ async def login(
     tokens = await service.login(
         session, state.redis, state.settings, body.email, body.password, client_ip
     )
-    set_auth_cookies(
-        response, state.settings, tokens.access_token, tokens.refresh_token, tokens.csrf_token
-    )
+    _set_cookies(response, state, tokens)
     return _session_out(tokens)
 
 
@@ -62,27 +72,30 @@ async def refresh(
     request: Request, response: Response, session: SessionDep, state: StateDep
 ) -> SessionOut:
     """Rotate the refresh token (one use each) and issue a new access token. Reusing a spent
-    refresh token revokes the whole login session. Needs the CSRF header."""
+    refresh token revokes the whole login session (and closes its WebSockets), unless it is
+    within ``REFRESH_REUSE_GRACE_SECONDS`` of its first use (two tabs refreshing at once both
+    succeed). A session ends ``SESSION_MAX_LIFETIME_SECONDS`` after the login however often it
+    is refreshed (401 ``session_expired``). Needs the CSRF header."""
     raw = request.cookies.get(REFRESH_COOKIE)
     if not raw:
         raise Unauthorized("no refresh token cookie", "invalid_refresh_token")
     _require_csrf(request)
-    tokens = await service.refresh(session, state.settings, raw, request.cookies.get(CSRF_COOKIE))
-    set_auth_cookies(
-        response, state.settings, tokens.access_token, tokens.refresh_token, tokens.csrf_token
+    tokens = await service.refresh(
+        session, state.settings, raw, request.cookies.get(CSRF_COOKIE), state.broadcaster
     )
+    _set_cookies(response, state, tokens)
     return _session_out(tokens)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(request: Request, session: SessionDep, state: StateDep) -> Response:
-    """End the login session (every token of it) and clear the cookies. Needs the CSRF header
-    when auth cookies are present."""
+    """End the login session (every token of it), close its WebSockets and clear the cookies.
+    Needs the CSRF header when auth cookies are present."""
     raw_refresh = request.cookies.get(REFRESH_COOKIE)
     access = request.cookies.get(ACCESS_COOKIE)
     if raw_refresh or access:
         _require_csrf(request)
-    await service.logout(session, state.settings, raw_refresh, access)
+    await service.logout(session, state.settings, raw_refresh, access, state.broadcaster)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     clear_auth_cookies(response, state.settings)
     return response

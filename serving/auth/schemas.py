@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from serving.auth.security import MAX_PASSWORD_CHARS
+from serving.schemas import Text
 from serving.users.schemas import UserOut
 
 
 class LoginIn(BaseModel):
-    email: str = Field(min_length=3, max_length=320, examples=["admin@example.com"])
-    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    email: Annotated[Text, Field(min_length=3, max_length=320, examples=["admin@example.com"])]
+    password: Annotated[Text, Field(min_length=1, max_length=MAX_PASSWORD_CHARS)]
 
 
 class SessionOut(BaseModel):

@@ -136,9 +136,16 @@ def csrf_matches(cookie: str | None, header: str | None) -> bool:
 
 
 def set_auth_cookies(
-    response: Response, settings: Settings, access: str, refresh: str, csrf: str
+    response: Response,
+    settings: Settings,
+    access: str,
+    refresh: str,
+    csrf: str,
+    refresh_max_age: int | None = None,
 ) -> None:
+    """``refresh_max_age``: seconds left of the refresh token (default: its full TTL)."""
     common = {"secure": settings.cookie_secure, "samesite": "lax"}
+    refresh_max_age = refresh_max_age or settings.refresh_token_ttl_seconds
     response.set_cookie(
         ACCESS_COOKIE,
         access,
@@ -150,7 +157,7 @@ def set_auth_cookies(
     response.set_cookie(
         REFRESH_COOKIE,
         refresh,
-        max_age=settings.refresh_token_ttl_seconds,
+        max_age=refresh_max_age,
         path=REFRESH_COOKIE_PATH,
         httponly=True,
         **common,  # type: ignore[arg-type]
@@ -159,7 +166,7 @@ def set_auth_cookies(
     response.set_cookie(
         CSRF_COOKIE,
         csrf,
-        max_age=settings.refresh_token_ttl_seconds,
+        max_age=refresh_max_age,
         path="/",
         httponly=False,
         **common,  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
 """``/rooms/{room_id}/ws``: the room's live feed.
 
 The handshake is authenticated from the access cookie and checked (room membership, Origin)
-*before* it is accepted; a refused handshake gets an HTTP 401 / 403 / 404 with the usual error
-body. Once open, the server sends JSON text frames:
+*before* it is accepted; a refused handshake is closed before it is accepted, which the server
+answers with an HTTP 403 (the reason is logged at INFO; a client that wants it asks
+``GET /rooms/{room_id}``). Once open, the server sends JSON text frames:
 
 - ``{"type": "message.created" | "message.edited", "message": {...}}``,
   ``{"type": "message.deleted", "message_id": n}``, ``artifact.changed``, ``artifact.deleted``,
@@ -14,8 +15,11 @@ body. Once open, the server sends JSON text frames:
   and gets ``{"type": "pong"}``.
 
 A client that cannot keep up (its queue is full) is closed with 1013: it reconnects with
-``after=<last id it saw>``. The socket closes with 4401 when the access token expires and 4403
-when the user is removed from the room.
+``after=<last id it saw>``. The socket closes with 4401 when the access token expires or the
+login session ends (logout, revocation, password change elsewhere, account disabled or
+deleted), 4403 when the user may no longer read the room (removed from it or from its
+course), 4404 when the room (or its course) is deleted: in every API process, through the
+broadcaster's control messages.
 """
 
 from __future__ import annotations
@@ -29,15 +33,21 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 
+from dbschema.models import User
 from knowledge import rooms
 from knowledge.errors import DomainError
-from serving.auth.security import ACCESS_COOKIE
+from serving.auth.security import ACCESS_COOKIE, decode_access_token
 from serving.auth.service import authenticate
-from serving.chat.broadcast import Connection, Frame
+from serving.chat.broadcast import (
+    CLOSE_REMOVED,
+    CLOSE_ROOM_DELETED,
+    CLOSE_SESSION_ENDED,
+    Connection,
+    Frame,
+)
 from serving.chat.schemas import MAX_ID, MessageOut
-from serving.errors import ApiError, error_body, status_for
+from serving.errors import ApiError, status_for
 from serving.permissions import Action, Permissions
 from serving.state import AppState
 
@@ -45,7 +55,9 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["chat"])
 
-CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_TOKEN_EXPIRED = CLOSE_SESSION_ENDED
+#: Close code of a refused handshake (sent before accepting: the client sees an HTTP 403).
+CLOSE_POLICY_VIOLATION = 1008
 
 
 def origin_allowed(origin: str, websocket: WebSocket, allowed: list[str]) -> bool:
@@ -60,7 +72,24 @@ def origin_allowed(origin: str, websocket: WebSocket, allowed: list[str]) -> boo
 
 
 async def _deny(websocket: WebSocket, status: int, message: str, code: str | None = None) -> None:
-    await websocket.send_denial_response(JSONResponse(error_body(status, message, code), status))
+    """Refuse the handshake: a close before the accept, which ASGI servers answer with an
+    HTTP 403. (A denial *response* would carry the status and body, but uvicorn's default
+    WebSocket implementation logs an ERROR for each one.)"""
+    log.info("WebSocket %s refused: %s %s (%s)", websocket.url.path, status, code or "", message)
+    await websocket.close(CLOSE_POLICY_VIOLATION, f"{status} {code or ''}".strip())
+
+
+async def _check_access(state: AppState, token: str, room_id: uuid.UUID) -> tuple[User, float]:
+    """Raise unless the token's session is live and its user may read the room; the user and
+    the access token's expiry."""
+    async with state.session_factory() as session:
+        user, claims = await authenticate(session, state.settings, token)
+        room = await rooms.get_room(session, room_id)
+        await Permissions(session).check(user, Action.ROOM_READ, room)
+    return user, claims.expires_at
+
+
+_CLOSE_FOR_STATUS = {401: CLOSE_SESSION_ENDED, 403: CLOSE_REMOVED, 404: CLOSE_ROOM_DELETED}
 
 
 @router.websocket("/rooms/{room_id}/ws")
@@ -79,26 +108,37 @@ async def room_socket(
     if not token:
         await _deny(websocket, 401, "log in first (no access token cookie)")
         return
-    async with state.session_factory() as session:
-        try:
-            user, claims = await authenticate(session, settings, token)
-            room = await rooms.get_room(session, room_id)
-            await Permissions(session).check(user, Action.ROOM_READ, room)
-        except (ApiError, DomainError) as error:
-            code = error.code if isinstance(error, ApiError) else None
-            await _deny(websocket, status_for(error), str(error), code)
-            return
-
-    await websocket.accept()
-    conn = Connection(user_id=user.id, queue_size=settings.ws_queue_size)
+    try:
+        claims = decode_access_token(settings, token)
+    except ApiError as error:
+        await _deny(websocket, error.status_code, error.message, error.code)
+        return
+    # Registered (and subscribed) before the database checks: a logout, removal or deletion
+    # committed after them reaches this connection through a control message.
+    conn = Connection(
+        user_id=claims.user_id, session_id=claims.session_id, queue_size=settings.ws_queue_size
+    )
     await state.broadcaster.join(room_id, conn)
+    try:
+        _, expires_at = await _check_access(state, token, room_id)
+    except (ApiError, DomainError) as error:
+        await state.broadcaster.leave(room_id, conn)
+        code = error.code if isinstance(error, ApiError) else None
+        await _deny(websocket, status_for(error), str(error), code)
+        return
+    except BaseException:
+        await state.broadcaster.leave(room_id, conn)
+        raise
+
     tasks: list[asyncio.Task[object]] = []
     try:
+        await websocket.accept()
         replayed_up_to = await _replay(websocket, state, room_id, after)
         tasks = [
             asyncio.create_task(_send(websocket, conn, replayed_up_to)),
             asyncio.create_task(_receive(websocket, conn)),
-            asyncio.create_task(_heartbeat(conn, settings.ws_heartbeat_seconds, claims.expires_at)),
+            asyncio.create_task(_heartbeat(conn, settings.ws_heartbeat_seconds, expires_at)),
+            asyncio.create_task(_recheck(state, conn, token, room_id)),
             asyncio.create_task(conn.closed.wait()),
         ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -113,9 +153,9 @@ async def room_socket(
         await state.broadcaster.leave(room_id, conn)
         if conn.closed.is_set() and conn.close_code != 1000:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    websocket.close(conn.close_code, conn.close_reason[:120]), timeout=2
-                )
+                # A close reason is at most 123 bytes of UTF-8.
+                reason = conn.close_reason.encode()[:120].decode(errors="ignore")
+                await asyncio.wait_for(websocket.close(conn.close_code, reason), timeout=2)
 
 
 async def _replay(
@@ -181,6 +221,19 @@ async def _receive(websocket: WebSocket, conn: Connection) -> None:
             continue
         if isinstance(data, dict) and data.get("type") == "ping":
             conn.offer(Frame(type="pong", raw=json.dumps({"type": "pong", "ts": time.time()})))
+
+
+async def _recheck(state: AppState, conn: Connection, token: str, room_id: uuid.UUID) -> None:
+    """On each ``recheck`` control message: check the session and the room access again."""
+    while True:
+        await conn.recheck.wait()
+        conn.recheck.clear()
+        try:
+            await _check_access(state, token, room_id)
+        except (ApiError, DomainError) as error:
+            code = _CLOSE_FOR_STATUS.get(status_for(error), CLOSE_REMOVED)
+            conn.close(code, str(error))
+            return
 
 
 async def _heartbeat(conn: Connection, period: float, expires_at: float) -> None:

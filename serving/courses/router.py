@@ -14,7 +14,7 @@ from serving.courses.schemas import (
     CourseOut,
     CourseUpdate,
 )
-from serving.deps import CurrentUser, PermissionsDep, SessionDep
+from serving.deps import CurrentUser, PermissionsDep, SessionDep, StateDep
 from serving.errors import ERROR_RESPONSES
 from serving.pagination import Page, PageDep
 
@@ -55,9 +55,14 @@ async def update_course(
 
 @router.delete("/{course_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_course(
-    course_id: uuid.UUID, session: SessionDep, perms: PermissionsDep, user: CurrentUser
+    course_id: uuid.UUID,
+    session: SessionDep,
+    state: StateDep,
+    perms: PermissionsDep,
+    user: CurrentUser,
 ) -> Response:
-    await service.delete_course(session, perms, user, course_id)
+    """Delete the course and its rooms; their open WebSockets close (4404)."""
+    await service.delete_course(session, perms, user, course_id, state.broadcaster)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -77,11 +82,12 @@ async def set_course_member(
     course_id: uuid.UUID,
     body: CourseMemberIn,
     session: SessionDep,
+    state: StateDep,
     perms: PermissionsDep,
     user: CurrentUser,
 ) -> CourseMemberOut:
     """Add a member or change their role (``teacher`` members manage the course)."""
-    return await service.set_member(session, perms, user, course_id, body)
+    return await service.set_member(session, perms, user, course_id, body, state.broadcaster)
 
 
 @router.delete("/{course_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -89,8 +95,10 @@ async def remove_course_member(
     course_id: uuid.UUID,
     user_id: uuid.UUID,
     session: SessionDep,
+    state: StateDep,
     perms: PermissionsDep,
     user: CurrentUser,
 ) -> Response:
-    await service.remove_member(session, perms, user, course_id, user_id)
+    """Remove a member; WebSockets they held on the course's rooms as a manager close."""
+    await service.remove_member(session, perms, user, course_id, user_id, state.broadcaster)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dbschema.models import Course, User
+from dbschema.models import Course, Room, User
 from knowledge import rooms
+from realtime.events import RoomDeleted
+from serving.chat.broadcast import CLOSE_ROOM_DELETED, Broadcaster
 from serving.courses.schemas import (
     CourseCreate,
     CourseMemberIn,
@@ -13,6 +16,7 @@ from serving.courses.schemas import (
     CourseOut,
     CourseUpdate,
 )
+from serving.notify import stage_event
 from serving.pagination import Page, PageParams
 from serving.permissions import ADMINS, Action, Permissions
 from serving.users.schemas import UserOut
@@ -61,12 +65,26 @@ async def update_course(
 
 
 async def delete_course(
-    session: AsyncSession, perms: Permissions, actor: User, course_id: uuid.UUID
+    session: AsyncSession,
+    perms: Permissions,
+    actor: User,
+    course_id: uuid.UUID,
+    sockets: Broadcaster | None = None,
 ) -> None:
     course = await rooms.get_course(session, course_id)
     await perms.check(actor, Action.COURSE_MANAGE, course)
+    room_ids = list(await session.scalars(select(Room.id).where(Room.course_id == course.id)))
     await rooms.delete_course(session, course.id)
+    # One room.deleted per room, in the deletion's transaction (the outbox relay appends them).
+    await stage_event(
+        session, *(RoomDeleted(room_id=str(r), actor_id=str(actor.id)) for r in room_ids)
+    )
     await session.commit()
+    if sockets is not None:  # the open WebSockets of its rooms close (4404)
+        for room_id in room_ids:
+            await sockets.close_sockets(
+                CLOSE_ROOM_DELETED, "the course was deleted", room_id=room_id
+            )
 
 
 async def list_members(
@@ -92,12 +110,15 @@ async def set_member(
     actor: User,
     course_id: uuid.UUID,
     body: CourseMemberIn,
+    sockets: Broadcaster | None = None,
 ) -> CourseMemberOut:
     course = await rooms.get_course(session, course_id)
     await perms.check(actor, Action.COURSE_MANAGE, course)
     member = await rooms.set_course_member(session, course.id, body.user_id, body.role)
     user = await rooms.get_user(session, body.user_id)
     await session.commit()
+    if sockets is not None:  # a new course role may take away rooms: re-check now
+        await sockets.recheck_sockets(user.id)
     return CourseMemberOut(user=UserOut.model_validate(user), role=member.role)
 
 
@@ -107,8 +128,11 @@ async def remove_member(
     actor: User,
     course_id: uuid.UUID,
     user_id: uuid.UUID,
+    sockets: Broadcaster | None = None,
 ) -> None:
     course = await rooms.get_course(session, course_id)
     await perms.check(actor, Action.COURSE_MANAGE, course)
     await rooms.remove_course_member(session, course.id, user_id)
     await session.commit()
+    if sockets is not None:  # rooms they read as a course manager: re-check now
+        await sockets.recheck_sockets(user_id)

@@ -8,12 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from knowledge.evaluation import DEFAULT_KIND, KINDS, MAX_GOLD_IDS
 from knowledge.search import MAX_QUESTION_CHARS
-from serving.schemas import Text
+from serving.schemas import MAX_JSON_ID, Text
 
 Kind = Literal["single-hop", "multi-hop", "temporal", "alias", "global"]
 assert get_args(Kind) == KINDS, "serving's Kind must list knowledge.evaluation.KINDS"
 
-MessageId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+MessageId = Annotated[int, Field(ge=1, le=MAX_JSON_ID)]
 
 
 class GoldenQuestionIn(BaseModel):

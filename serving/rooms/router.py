@@ -57,9 +57,14 @@ async def update_room(
 
 @router.delete("/{room_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_room(
-    room_id: uuid.UUID, session: SessionDep, perms: PermissionsDep, user: CurrentUser
+    room_id: uuid.UUID,
+    session: SessionDep,
+    state: StateDep,
+    perms: PermissionsDep,
+    user: CurrentUser,
 ) -> Response:
-    await service.delete_room(session, perms, user, room_id)
+    """Delete the room; its open WebSockets close (4404)."""
+    await service.delete_room(session, perms, user, room_id, state.broadcaster)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -7,8 +7,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import AgentConfig, Room, User
 from knowledge import rooms
+from realtime.events import RoomDeleted
+from serving.chat.broadcast import CLOSE_ROOM_DELETED, Broadcaster
 from serving.errors import Forbidden
-from serving.notify import after_commit
+from serving.notify import after_commit, stage_event
 from serving.pagination import Page, PageParams
 from serving.permissions import ADMINS, Action, Permissions
 from serving.rooms.schemas import RoomCreate, RoomMemberIn, RoomMemberOut, RoomOut, RoomUpdate
@@ -65,12 +67,20 @@ async def delete_room_agents(session: AsyncSession, room_id: uuid.UUID) -> None:
 
 
 async def delete_room(
-    session: AsyncSession, perms: Permissions, actor: User, room_id: uuid.UUID
+    session: AsyncSession,
+    perms: Permissions,
+    actor: User,
+    room_id: uuid.UUID,
+    sockets: Broadcaster | None = None,
 ) -> None:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_MANAGE)
     await delete_room_agents(session, room.id)
     await rooms.delete_room(session, room.id)
+    # In the deletion's transaction; the outbox relay appends it (the sensor purges the room).
+    await stage_event(session, RoomDeleted(room_id=str(room.id), actor_id=str(actor.id)))
     await session.commit()
+    if sockets is not None:  # every open WebSocket of the room closes (4404)
+        await sockets.close_sockets(CLOSE_ROOM_DELETED, "the room was deleted", room_id=room.id)
 
 
 async def list_members(
@@ -124,5 +134,7 @@ async def remove_member(
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_MANAGE)
     await rooms.remove_room_member(session, room.id, user_id)
     await session.commit()
-    # Their open WebSockets on this room close when this frame reaches them.
+    # Their open WebSockets on this room re-check their access at once (and close with 4403
+    # unless they may still read the room, e.g. as an admin or a teacher of the course).
+    await state.broadcaster.recheck_sockets(user_id, room.id)
     await after_commit(state, room.id, {"type": "member.removed", "user_id": str(user_id)})

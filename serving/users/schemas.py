@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from dbschema.models import UserRole
 from serving.schemas import Email, Name, Password
@@ -38,7 +38,7 @@ class UserUpdate(BaseModel):
     full_name: Name | None = None
     password: Password | None = None
     role: PersonRole | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
 
 class MeUpdate(BaseModel):

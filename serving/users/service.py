@@ -8,6 +8,7 @@ from dbschema.models import User, UserRole
 from knowledge import rooms
 from serving.auth.security import hash_password, verify_password
 from serving.auth.service import revoke_user_sessions
+from serving.chat.broadcast import CLOSE_SESSION_ENDED, Broadcaster
 from serving.errors import Conflict, Forbidden, Unauthorized
 from serving.pagination import Page, PageParams
 from serving.permissions import Action, Permissions
@@ -55,16 +56,24 @@ async def get_user(
 
 
 async def update_user(
-    session: AsyncSession, perms: Permissions, actor: User, user_id: uuid.UUID, body: UserUpdate
+    session: AsyncSession,
+    perms: Permissions,
+    actor: User,
+    user_id: uuid.UUID,
+    body: UserUpdate,
+    sockets: Broadcaster,
 ) -> User:
+    """An admin's change. A new password or a disabled account ends the user's sessions and
+    closes their WebSockets; a new role makes their WebSockets re-check their rooms."""
     user = await rooms.get_user(session, user_id)
     await perms.check(actor, Action.USER_MANAGE, user)
     if user.id == actor.id and (body.role is not None or body.is_active is not None):
         raise Forbidden("you cannot change your own role or disable your own account")
-    revoke = False
+    revoke = role_changed = False
     if body.role is not None and UserRole(body.role) != user.role:
         await perms.check(actor, Action.USER_GRANT_ROLE, UserRole(body.role))
         user.role = UserRole(body.role)
+        role_changed = True
     if body.email is not None:
         await _check_email_free(session, body.email, user.id)
         user.email = body.email.strip().lower()
@@ -79,11 +88,21 @@ async def update_user(
     if revoke:
         await revoke_user_sessions(session, user.id, "changed by an admin")
     await session.commit()
+    if revoke:
+        await sockets.close_sockets(
+            CLOSE_SESSION_ENDED, "the account was changed by an admin", user_id=user.id
+        )
+    elif role_changed:
+        await sockets.recheck_sockets(user.id)
     return user
 
 
 async def update_me(
-    session: AsyncSession, actor: User, body: MeUpdate, current_session: uuid.UUID | None
+    session: AsyncSession,
+    actor: User,
+    body: MeUpdate,
+    current_session: uuid.UUID | None,
+    sockets: Broadcaster,
 ) -> User:
     if body.full_name is not None and body.full_name.strip():
         actor.full_name = body.full_name.strip()
@@ -94,13 +113,25 @@ async def update_me(
         actor.hashed_password = await hash_password(body.password)
         await revoke_user_sessions(session, actor.id, "password changed", keep=current_session)
     await session.commit()
+    if body.password is not None:
+        await sockets.close_sockets(
+            CLOSE_SESSION_ENDED,
+            "the password was changed",
+            user_id=actor.id,
+            keep_session_id=current_session,
+        )
     return actor
 
 
 async def delete_user(
-    session: AsyncSession, perms: Permissions, actor: User, user_id: uuid.UUID
+    session: AsyncSession,
+    perms: Permissions,
+    actor: User,
+    user_id: uuid.UUID,
+    sockets: Broadcaster,
 ) -> None:
     user = await rooms.get_user(session, user_id)
     await perms.check(actor, Action.USER_DELETE, user)
     await rooms.delete_user(session, user.id)
     await session.commit()
+    await sockets.close_sockets(CLOSE_SESSION_ENDED, "the account was deleted", user_id=user_id)

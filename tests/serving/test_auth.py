@@ -3,21 +3,28 @@ rate limiting and the start-up super admin."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import jwt
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from starlette.responses import Response
 
-from dbschema.models import AuthSession, User, UserRole
+from dbschema.models import AuthSession, RefreshToken, User, UserRole
+from knowledge import rooms
+from knowledge.platform import Platform
 from knowledge.settings import Settings
 from serving.auth.security import (
     ACCESS_COOKIE,
     CSRF_COOKIE,
     CSRF_HEADER,
     REFRESH_COOKIE,
+    hash_password,
+    hash_refresh_token,
     set_auth_cookies,
 )
 from serving.auth.service import ensure_superuser
@@ -26,6 +33,7 @@ from tests.serving.conftest import (
     SUPERUSER,
     SUPERUSER_PASSWORD,
     Api,
+    LiveServer,
     client_with,
     error_code,
 )
@@ -169,7 +177,19 @@ async def test_tampered_and_expired_tokens_are_refused(
         assert error_code(response) == code
 
 
-async def test_refresh_rotates_and_reuse_revokes_the_family(api: Api, app: FastAPI) -> None:
+async def _spent_long_ago(api: Api, raw_refresh: str, seconds: float) -> None:
+    """Backdate the first use of a refresh token (instead of sleeping through the window)."""
+    await api.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.token_hash == hash_refresh_token(raw_refresh))
+        .values(used_at=RefreshToken.used_at - timedelta(seconds=seconds))
+    )
+    await api.commit()
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(
+    api: Api, app: FastAPI, api_settings: Settings
+) -> None:
     user = await api.user(password=PASSWORD)
     client, response = await _login(app, user.email)
     assert response.status_code == 200
@@ -186,7 +206,9 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(api: Api, app: FastA
     assert second_refresh and second_refresh != first_refresh
     assert (await client.get("/api/v1/users/me")).status_code == 200
 
-    # Someone replays the first (spent) refresh token: the whole family is revoked …
+    # Someone replays the first (spent) refresh token after the grace window: the whole
+    # family is revoked …
+    await _spent_long_ago(api, first_refresh, api_settings.refresh_reuse_grace_seconds + 1)
     thief = client_with(app, {CSRF_COOKIE: csrf})
     thief.cookies.set(REFRESH_COOKIE, first_refresh, domain="testserver.local", path="/api/v1/auth")
     reused = await thief.post("/api/v1/auth/refresh", headers={CSRF_HEADER: csrf})
@@ -264,3 +286,112 @@ async def test_super_admin_from_the_environment_is_created_once(
     _, response = await _login(app, SUPERUSER, SUPERUSER_PASSWORD)
     assert response.status_code == 200
     assert response.json()["user"]["role"] == "super_admin"
+
+
+async def test_two_tabs_refreshing_at_once_both_succeed(
+    live: LiveServer, platform: Platform, api_settings: Settings
+) -> None:
+    """Two concurrent refreshes of one refresh token (two tabs, real HTTP, committed data)
+    within the grace window: both get fresh tokens and the session lives on."""
+    async with platform.session() as session:
+        user = await rooms.create_user(
+            session,
+            f"tabs.{uuid.uuid4().hex[:8]}@serving.test",
+            "Tabs",
+            UserRole.student,
+            await hash_password(PASSWORD),
+        )
+        await session.commit()
+    async with httpx.AsyncClient(base_url=live.url) as login_client:
+        login = await login_client.post(
+            "/api/v1/auth/login", json={"email": user.email, "password": PASSWORD}
+        )
+        assert login.status_code == 200
+        jar = login_client.cookies
+    original = jar.get(REFRESH_COOKIE, path="/api/v1/auth")
+
+    def tab() -> httpx.AsyncClient:
+        client = httpx.AsyncClient(base_url=live.url, cookies=httpx.Cookies(jar))
+        client.headers[CSRF_HEADER] = jar[CSRF_COOKIE]
+        return client
+
+    async with tab() as one, tab() as two:
+        first, second = await asyncio.gather(
+            one.post("/api/v1/auth/refresh"), two.post("/api/v1/auth/refresh")
+        )
+        assert (first.status_code, second.status_code) == (200, 200), (first.text, second.text)
+        new_one, new_two = first.cookies[REFRESH_COOKIE], second.cookies[REFRESH_COOKIE]
+        assert len({new_one, new_two, original}) == 3
+        # Both tabs go on: their new access tokens work, and each can refresh again.
+        for client in (one, two):
+            assert (await client.get("/api/v1/users/me")).status_code == 200
+            assert (await client.post("/api/v1/auth/refresh")).status_code == 200
+    async with platform.session() as session:
+        revoked = await session.scalar(
+            select(AuthSession.revoked_at).where(AuthSession.user_id == user.id)
+        )
+    assert revoked is None
+
+
+async def test_reuse_within_the_grace_window_gets_fresh_tokens(
+    api: Api, app: FastAPI, api_settings: Settings
+) -> None:
+    user = await api.user(password=PASSWORD)
+    client, _ = await _login(app, user.email)
+    csrf = client.cookies[CSRF_COOKIE]
+    spent = client.cookies.get(REFRESH_COOKIE, path="/api/v1/auth")
+    assert (
+        await client.post("/api/v1/auth/refresh", headers={CSRF_HEADER: csrf})
+    ).status_code == 200
+    # The same (spent) token again, just inside the window: fresh tokens, nothing revoked.
+    await _spent_long_ago(api, spent, api_settings.refresh_reuse_grace_seconds - 5)
+    other = client_with(app, {CSRF_COOKIE: csrf})
+    other.cookies.set(REFRESH_COOKIE, spent, domain="testserver.local", path="/api/v1/auth")
+    again = await other.post("/api/v1/auth/refresh", headers={CSRF_HEADER: csrf})
+    assert again.status_code == 200, again.text
+    assert (await client.get("/api/v1/users/me")).status_code == 200
+    # Just outside it: reuse, and the whole session is revoked.
+    await _spent_long_ago(api, spent, 10)
+    thief = client_with(app, {CSRF_COOKIE: csrf})
+    thief.cookies.set(REFRESH_COOKIE, spent, domain="testserver.local", path="/api/v1/auth")
+    late = await thief.post("/api/v1/auth/refresh", headers={CSRF_HEADER: csrf})
+    assert late.status_code == 401
+    assert error_code(late) == "refresh_token_reused"
+    assert (await client.get("/api/v1/users/me")).status_code == 401
+
+
+async def _age_session(api: Api, user: User, seconds: float) -> None:
+    await api.session.execute(
+        update(AuthSession)
+        .where(AuthSession.user_id == user.id)
+        .values(created_at=AuthSession.created_at - timedelta(seconds=seconds))
+    )
+    await api.commit()
+
+
+async def test_refreshing_never_extends_a_session_past_its_lifetime(
+    api: Api, app: FastAPI, api_settings: Settings
+) -> None:
+    lifetime = api_settings.session_max_lifetime_seconds
+    user = await api.user(password=PASSWORD)
+    client, _ = await _login(app, user.email)
+    csrf = client.cookies[CSRF_COOKIE]
+    # A day before the end, a refresh is granted only until the end (not REFRESH_TOKEN_TTL).
+    await _age_session(api, user, lifetime - 86_400)
+    near_end = await client.post("/api/v1/auth/refresh", headers={CSRF_HEADER: csrf})
+    assert near_end.status_code == 200, near_end.text
+    refresh_expires = datetime.fromisoformat(near_end.json()["refresh_expires_at"])
+    remaining = (refresh_expires - datetime.now(UTC)).total_seconds()
+    assert 86_400 - 60 < remaining <= 86_400
+    assert api_settings.refresh_token_ttl_seconds > 86_400
+    refresh_cookie = _set_cookie_headers(near_end)[REFRESH_COOKIE]
+    max_age = int(refresh_cookie.lower().split("max-age=")[1].split(";")[0])
+    assert 86_400 - 60 < max_age <= 86_400
+    # Past the end: the refresh and the (still unexpired) access token are refused.
+    await _age_session(api, user, 86_400 + 1)
+    expired = await client.post("/api/v1/auth/refresh", headers={CSRF_HEADER: csrf})
+    assert expired.status_code == 401
+    assert error_code(expired) == "session_expired"
+    me = await client.get("/api/v1/users/me")
+    assert me.status_code == 401
+    assert error_code(me) == "session_expired"

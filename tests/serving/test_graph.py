@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import FastAPI
 
+from knowledge import rooms
 from tests.serving.conftest import Api, error_code, last_stream_id, stream_events
 
 
@@ -102,7 +103,16 @@ async def test_status_build_and_pending_events(api: Api, app: FastAPI, built_roo
     pending_before = body["pending_events"]
 
     since = await last_stream_id(app)
-    build = await client.post(f"/api/v1/rooms/{built_room}/graph/build", json={"full": True})
+    # A member may ask for a refresh but not for a full rebuild (every LLM call again).
+    refused = await client.post(f"/api/v1/rooms/{built_room}/graph/build", json={"full": True})
+    assert refused.status_code == 403
+    assert error_code(refused) == "forbidden"
+    assert await stream_events(app, built_room, since) == []
+    moderator = await api.member_of(built_room)
+    await rooms.set_room_member(api.session, uuid.UUID(built_room), moderator.id, "moderator")
+    await api.commit()
+    manager = await api.client(moderator)
+    build = await manager.post(f"/api/v1/rooms/{built_room}/graph/build", json={"full": True})
     assert build.status_code == 202
     assert build.json()["full"] is True
     events = await stream_events(app, built_room, since)

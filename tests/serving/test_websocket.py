@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import jwt
@@ -15,17 +16,25 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from dbschema.models import UserRole
+from dbschema.models import User, UserRole
 from knowledge import rooms
 from knowledge.platform import Platform
 from knowledge.settings import Settings
 from serving.auth.security import ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER
-from serving.chat.broadcast import CLOSE_SLOW_CLIENT, Broadcaster, Connection
+from serving.chat.broadcast import (
+    CLOSE_REMOVED,
+    CLOSE_ROOM_DELETED,
+    CLOSE_SESSION_ENDED,
+    CLOSE_SLOW_CLIENT,
+    Broadcaster,
+    Connection,
+)
 from tests.serving.conftest import (
     LiveServer,
     Person,
     committed_person,
     committed_room,
+    mint_cookies,
     wait_for,
 )
 
@@ -77,9 +86,45 @@ async def denied(server: LiveServer, room_id: str, **kwargs: Any) -> int:
     with pytest.raises(InvalidStatus) as refused:
         async with socket(server, kwargs.pop("person", None), room_id, **kwargs):
             pass
-    body = json.loads(refused.value.response.body or b"{}")
-    assert "error" in body
     return refused.value.response.status_code
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def server_log() -> Iterator[list[logging.LogRecord]]:
+    """What uvicorn logs meanwhile (its loggers do not propagate to pytest's handler)."""
+    handler = _Records()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+
+
+#: A socket must be closed this soon after the change that ends its access.
+CLOSE_WITHIN = 1.0
+
+
+async def closed_within(ws: ClientConnection, seconds: float = CLOSE_WITHIN) -> int:
+    """The close code the server sends within ``seconds`` (a timeout fails the test)."""
+
+    async def drain() -> None:
+        while True:
+            await ws.recv()
+
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(drain(), seconds)
+    assert closed.value.rcvd is not None, "the server did not send a close frame"
+    return closed.value.rcvd.code
 
 
 async def test_two_clients_in_a_room_and_one_in_another(
@@ -170,22 +215,41 @@ async def test_reconnect_with_after_fills_the_gap(
 async def test_handshake_refusals(
     live: LiveServer, platform: Platform, api_settings: Settings
 ) -> None:
+    """Every refused handshake is closed before it is accepted (HTTP 403) and the server logs
+    no error for it (a denial response makes uvicorn log "ASGI callable returned without
+    completing handshake")."""
     member = await committed_person(platform, api_settings)
     outsider = await committed_person(platform, api_settings)
     room = await committed_room(platform, member)
-    assert await denied(live, room) == 401
-    assert await denied(live, room, person=outsider) == 403
-    assert await denied(live, str(uuid.uuid4()), person=member) == 404
     tampered = member.cookies[ACCESS_COOKIE][:-3] + "abc"
-    assert await denied(live, room, cookie=f"{ACCESS_COOKIE}={tampered}") == 401
-    assert await denied(live, room, person=member, origin="http://evil.test") == 403
     claims = jwt.decode(member.cookies[ACCESS_COOKIE], options={"verify_signature": False})
     expired = jwt.encode(
         {**claims, "iat": int(time.time()) - 600, "exp": int(time.time()) - 5},
         api_settings.secret_key,
         algorithm="HS256",
     )
-    assert await denied(live, room, cookie=f"{ACCESS_COOKIE}={expired}") == 401
+    with server_log() as records:
+        refusals = [
+            await denied(live, room),  # anonymous
+            await denied(live, room, person=outsider),  # not a member
+            await denied(live, str(uuid.uuid4()), person=member),  # no such room
+            await denied(live, room, cookie=f"{ACCESS_COOKIE}={tampered}"),
+            await denied(live, room, person=member, origin="http://evil.test"),
+            await denied(live, room, cookie=f"{ACCESS_COOKIE}={expired}"),
+            await denied(live, "not-a-uuid", person=member),  # path validation
+            await denied(live, room, person=member, after=-1),  # query validation
+        ]
+        with pytest.raises(InvalidStatus) as nul:  # NUL in the query (input hygiene)
+            async with connect(
+                f"{live.ws_url}/api/v1/rooms/{room}/ws?after=1%00",
+                additional_headers={"Cookie": member.cookie_header},
+            ):
+                pass
+        refusals.append(nul.value.response.status_code)
+        await asyncio.sleep(0.2)  # let the server finish each connection
+    errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert refusals == [403] * len(refusals)
     async with socket(live, member, room, origin="http://spa.test") as ws:
         await ready(ws)
     async with socket(live, member, room, origin=live.url) as ws:  # same origin
@@ -222,38 +286,158 @@ async def test_heartbeat_and_client_ping(
 
 
 async def test_removed_member_is_disconnected(
-    live: LiveServer, platform: Platform, api_settings: Settings
+    live: LiveServer, live2: LiveServer, platform: Platform, api_settings: Settings
 ) -> None:
+    """Removed on one API process, the socket held by the other closes at once; another
+    member's socket stays open."""
     admin = await committed_person(platform, api_settings, UserRole.admin)
     hal = await committed_person(platform, api_settings)
-    room = await committed_room(platform, hal)
-    async with socket(live, hal, room) as ws:
+    ida = await committed_person(platform, api_settings)
+    room = await committed_room(platform, hal, ida)
+    async with socket(live2, hal, room) as ws, socket(live2, ida, room) as stays:
         await ready(ws)
+        await ready(stays)
         async with admin.http(live) as client:
             removed = await client.delete(f"/api/v1/rooms/{room}/members/{hal.user.id}")
             assert removed.status_code == 204
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                await frame(ws)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        assert await closed_within(ws) == CLOSE_REMOVED
+        assert (await frame(stays))["type"] == "member.removed"
+        message = await post(live, ida, room, "still here")
+        assert (await frame(stays))["message"]["id"] == message["id"]
 
 
-async def test_agent_reply_is_broadcast_like_any_message(
+async def second_session(platform: Platform, settings: Settings, person: Person) -> Person:
+    """The same user logged in a second time (another login session)."""
+    async with platform.session() as session:
+        user = await session.get(User, person.user.id)
+        assert user is not None
+        cookies = await mint_cookies(session, settings, user)
+        await session.commit()
+    return Person(person.user, cookies)
+
+
+async def test_logout_closes_that_sessions_sockets(
+    live: LiveServer, live2: LiveServer, platform: Platform, api_settings: Settings
+) -> None:
+    kim = await committed_person(platform, api_settings)
+    other_tab = await second_session(platform, api_settings, kim)
+    room = await committed_room(platform, kim)
+    async with socket(live2, kim, room) as ws, socket(live2, other_tab, room) as kept:
+        await ready(ws)
+        await ready(kept)
+        async with kim.http(live) as client:
+            assert (await client.post("/api/v1/auth/logout")).status_code == 204
+        assert await closed_within(ws) == CLOSE_SESSION_ENDED
+        # The user's other login session is not logged out: its socket goes on.
+        message = await post(live, other_tab, room, "other tab")
+        assert (await frame(kept))["message"]["id"] == message["id"]
+
+
+async def test_session_revoked_by_refresh_token_reuse_closes_its_sockets(
     live: LiveServer, platform: Platform, api_settings: Settings
 ) -> None:
-    ivy = await committed_person(platform, api_settings)
-    room = await committed_room(platform, ivy)
-    async with socket(live, ivy, room) as ws:
-        await ready(ws)
-        question = await post(live, ivy, room, "@analytics what is this room about?")
-        first, second = await frame(ws), await frame(ws)
-        assert first["message"]["id"] == question["id"]
-        assert second["type"] == "message.created"
-        assert second["message"]["author_kind"] == "agent"
-        assert second["message"]["author_name"] == "Analytics Agent"
+    from datetime import timedelta
+
+    import httpx
+    from sqlalchemy import update
+
+    from dbschema.models import RefreshToken
+    from serving.auth.security import REFRESH_COOKIE, hash_password, hash_refresh_token
+
     async with platform.session() as session:
-        stored = await rooms.get_message(session, uuid.UUID(room), second["message"]["id"])
-    assert stored.content == second["message"]["content"]
+        user = await rooms.create_user(
+            session,
+            f"reuse.{uuid.uuid4().hex[:8]}@serving.test",
+            "Reuse",
+            UserRole.student,
+            await hash_password("reuse-password-1"),
+        )
+        await session.commit()
+    person = Person(user, {})
+    room = await committed_room(platform, person)
+    async with httpx.AsyncClient(base_url=live.url) as client:
+        login = await client.post(
+            "/api/v1/auth/login", json={"email": user.email, "password": "reuse-password-1"}
+        )
+        assert login.status_code == 200
+        csrf = {CSRF_HEADER: client.cookies[CSRF_COOKIE]}
+        spent = client.cookies.get(REFRESH_COOKIE, path="/api/v1/auth")
+        assert (await client.post("/api/v1/auth/refresh", headers=csrf)).status_code == 200
+        cookie = f"{ACCESS_COOKIE}={client.cookies[ACCESS_COOKIE]}"
+        async with socket(live, None, room, cookie=cookie) as ws:
+            await ready(ws)
+            async with platform.session() as session:  # first used long ago
+                await session.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.token_hash == hash_refresh_token(str(spent)))
+                    .values(used_at=RefreshToken.used_at - timedelta(minutes=10))
+                )
+                await session.commit()
+            async with httpx.AsyncClient(base_url=live.url) as thief:
+                thief.cookies.set(REFRESH_COOKIE, str(spent), path="/api/v1/auth")
+                thief.cookies.set(CSRF_COOKIE, csrf[CSRF_HEADER])
+                reused = await thief.post("/api/v1/auth/refresh", headers=csrf)
+                assert reused.status_code == 401
+            assert await closed_within(ws) == CLOSE_SESSION_ENDED
+
+
+async def test_disabling_an_account_closes_its_sockets(
+    live: LiveServer, live2: LiveServer, platform: Platform, api_settings: Settings
+) -> None:
+    admin = await committed_person(platform, api_settings, UserRole.admin)
+    lou = await committed_person(platform, api_settings)
+    lou_elsewhere = await second_session(platform, api_settings, lou)
+    room = await committed_room(platform, lou)
+    async with socket(live, lou, room) as one, socket(live2, lou_elsewhere, room) as two:
+        await ready(one)
+        await ready(two)
+        async with admin.http(live) as client:
+            changed = await client.patch(f"/api/v1/users/{lou.user.id}", json={"is_active": False})
+            assert changed.status_code == 200
+        assert await closed_within(one) == CLOSE_SESSION_ENDED
+        assert await closed_within(two) == CLOSE_SESSION_ENDED
+
+
+async def test_deleting_a_room_closes_its_sockets(
+    live: LiveServer, live2: LiveServer, platform: Platform, api_settings: Settings
+) -> None:
+    admin = await committed_person(platform, api_settings, UserRole.admin)
+    max_, ned, oli = [await committed_person(platform, api_settings) for _ in range(3)]
+    room = await committed_room(platform, max_, ned)
+    elsewhere = await committed_room(platform, oli)
+    async with (
+        socket(live, max_, room) as first,
+        socket(live2, ned, room) as second,
+        socket(live2, oli, elsewhere) as other_room,
+    ):
+        for ws in (first, second, other_room):
+            await ready(ws)
+        async with admin.http(live) as client:
+            assert (await client.delete(f"/api/v1/rooms/{room}")).status_code == 204
+        assert await closed_within(first) == CLOSE_ROOM_DELETED
+        assert await closed_within(second) == CLOSE_ROOM_DELETED
+        message = await post(live, oli, elsewhere, "unaffected")
+        assert (await frame(other_room))["message"]["id"] == message["id"]
+
+
+async def test_a_teacher_removed_from_the_course_loses_its_rooms_sockets(
+    live: LiveServer, platform: Platform, api_settings: Settings
+) -> None:
+    """Not a room member but a teacher of the course: removal from the course is what ends
+    the access, and the socket re-checks it at once."""
+    admin = await committed_person(platform, api_settings, UserRole.admin)
+    pam = await committed_person(platform, api_settings, UserRole.teacher)
+    room = await committed_room(platform)
+    async with platform.session() as session:
+        course_id = (await rooms.get_room(session, uuid.UUID(room))).course_id
+        await rooms.set_course_member(session, course_id, pam.user.id, "teacher")
+        await session.commit()
+    async with socket(live, pam, room) as ws:
+        await ready(ws)
+        async with admin.http(live) as client:
+            removed = await client.delete(f"/api/v1/courses/{course_id}/members/{pam.user.id}")
+            assert removed.status_code == 204
+        assert await closed_within(ws) == CLOSE_REMOVED
 
 
 async def test_login_over_http_then_listen(
