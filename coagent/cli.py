@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import warnings
 from datetime import datetime
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from coagent.progress import fail, say, step
 from knowledge.errors import DomainError
+from knowledge.settings import InsecureSettingsError
 
 if TYPE_CHECKING:
     from knowledge.search import Answer
@@ -289,6 +291,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from serving.auth.service import ensure_superuser
 
     settings = _settings()
+    settings.check_production()  # before anything is migrated or created
     _prepare_database(settings)
     with step("Starting Redis" if settings.uses_embedded_redis else "Connecting Redis"):
         redis_url(settings)
@@ -313,6 +316,37 @@ def cmd_serve(args: argparse.Namespace) -> None:
         proxy_headers=True,
         ws_max_size=64 * 1024,
     )
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    """The agent worker: answers @mentions off the request path (arq on the API's Redis)."""
+    import logging
+
+    from serving.agents.worker import serve_worker
+
+    settings = _settings()
+    _prepare_database(settings)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    say("agent worker running (Ctrl-C to stop)")
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (compose, dev) stops cleanly, like Ctrl-C
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        asyncio.run(serve_worker(settings))
+    except KeyboardInterrupt:
+        say("agent worker stopped")
+
+
+def cmd_mcp(args: argparse.Namespace) -> None:
+    """The MCP server on stdin/stdout, as one user (stdout carries only the protocol)."""
+    from serving.mcp.stdio import serve_stdio
+
+    email = args.user or os.environ.get("COAGENT_MCP_USER", "")
+    if not email.strip():
+        fail("name the user the tools run as: --user EMAIL or COAGENT_MCP_USER")
+    asyncio.run(serve_stdio(_settings(), email))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,6 +377,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="run the agent worker (replies to @mentions)")
+    worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    worker.set_defaults(func=cmd_worker)
+    mcp = sub.add_parser(
+        "mcp", help="serve the rooms' knowledge to an MCP client over stdio (Claude Desktop…)"
+    )
+    mcp.add_argument(
+        "--user",
+        metavar="EMAIL",
+        help="the account whose rooms the tools may read (default: $COAGENT_MCP_USER)",
+    )
+    mcp.set_defaults(func=cmd_mcp)
     imp = sub.add_parser(
         "import", help="import a transcript (.jsonl, .ndjson, .csv, .parquet) into a room"
     )
@@ -380,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except DomainError as error:
+    except (DomainError, InsecureSettingsError) as error:
         fail(str(error))
     except KeyboardInterrupt:
         fail("interrupted", 130)

@@ -89,6 +89,12 @@ def run_dev(
             start_new_session=True,
         )
         processes.append(api)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "coagent.cli", "worker", "--log-level", "warning"],
+            env=env,
+            start_new_session=True,
+        )
+        processes.append(worker)
         with step(f"Waiting for the API on http://{host}:{api_port}"):
             if not _wait_http(f"http://{host}:{api_port}/docs", 120, api):
                 raise RuntimeError("the API did not start (see its output above)")
@@ -98,6 +104,7 @@ def run_dev(
         say("")
         say(f"  API           http://{host}:{api_port}/docs")
         say(f"  Dagster UI    http://{host}:{dagster_port}  (sensor graphrag_events is running)")
+        say("  agent worker  running (answers @mentions)")
         say(f"  data dir      {settings.coagent_data_dir}")
         say(
             f"  debounce      {settings.realtime_debounce_seconds:g} s "

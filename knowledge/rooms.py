@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -114,11 +115,18 @@ async def post_message(
     max_chars: int,
     author_kind: AuthorKind = AuthorKind.human,
     created_at: datetime | None = None,
+    reply_to: int | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Message:
     _check_content(content, max_chars, "message")
     room = await get_room(session, room_id)
     message = Message(
-        room_id=room.id, author_id=author_id, author_kind=author_kind, content=content
+        room_id=room.id,
+        author_id=author_id,
+        author_kind=author_kind,
+        content=content,
+        reply_to=reply_to,
+        meta=meta,
     )
     if created_at is not None:
         message.created_at = created_at
@@ -570,6 +578,8 @@ class MessageRecord:
     content: str
     created_at: datetime
     edited_at: datetime | None
+    reply_to: int | None = None
+    meta: dict[str, Any] | None = None
 
 
 def _record(message: Message, name: str | None) -> MessageRecord:
@@ -583,6 +593,8 @@ def _record(message: Message, name: str | None) -> MessageRecord:
         content=message.content,
         created_at=message.created_at,
         edited_at=message.edited_at,
+        reply_to=message.reply_to,
+        meta=message.meta,
     )
 
 

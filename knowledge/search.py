@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -37,6 +39,8 @@ from knowledge.text import excerpt
 
 MAX_QUESTION_CHARS = 2_000
 _MAX_KEY_POINTS = 12
+log = logging.getLogger(__name__)
+
 _CITATION_CHARS = 200
 _GLOBAL_CUES = re.compile(
     r"\b(main|overall|themes?|topics?|summar\w*|overview|in general|whole|everything|"
@@ -182,6 +186,10 @@ async def answer_question(
         answer = await _local_answer(platform, retrieval)
     else:
         answer = await _global_answer(platform, room_id, retrieval)
+    return _finish(answer, retrieval, started)
+
+
+def _finish(answer: Answer, retrieval: Retrieval, started: float) -> Answer:
     answer.evidence = retrieval.evidence
     answer.stages = retrieval.stages
     if not answer.entities and retrieval.subgraph is not None:
@@ -189,6 +197,62 @@ async def answer_question(
         answer.entities = [by_name[n].display_name for n in retrieval.focus if n in by_name]
     answer.seconds = time.perf_counter() - started
     return answer
+
+
+@dataclass
+class AnswerDelta:
+    """A piece of a streamed answer's text."""
+
+    text: str
+
+
+async def stream_answer(
+    platform: Platform,
+    room_id: str,
+    question: str,
+    route: Route | None = None,
+    top_k: int = 10,
+) -> AsyncIterator[AnswerDelta | Answer]:
+    """``answer_question``, streamed: pieces of the answer's text, then the whole ``Answer``.
+
+    A local answer with an LLM streams the model's tokens (plain text citing [n]; the numbers
+    become the citations). Offline and global answers are composed first (extractive, or
+    map-reduce over reports) and sent in pieces, so every client reads one protocol.
+    """
+    started = time.perf_counter()
+    question = check_question(question)
+    check_top_k(top_k)
+    async with platform.session() as session:
+        await get_room(session, room_id)
+    route = route or await pick_route(platform, question)
+    retrieval = await find_evidence(platform, room_id, question, top_k, route=route)
+    answer: Answer | None = None
+    if route == Route.local and platform.llm is not None and retrieval.evidence:
+        context = build_context(retrieval, platform.settings.llm_context_tokens)
+        parts: list[str] = []
+        try:
+            async for piece in platform.llm.stream_text(
+                prompts.streamed_answer(question, context.text)
+            ):
+                parts.append(piece)
+                yield AnswerDelta(piece)
+        except LLMError:
+            if not parts:  # nothing sent yet: the composed answer below replaces it
+                log.warning("streamed answer failed before its first piece; composing one")
+        if parts:
+            text = "".join(parts)
+            numbers = [int(n) for n in re.findall(r"\[(\d+)\]", text)]
+            used = [context.numbered[n] for n in dict.fromkeys(numbers) if n in context.numbered]
+            used = used or list(context.numbered.values())[:3]
+            answer = Answer(question, Route.local, text, [_citation(e) for e in used])
+    if answer is None:
+        if route == Route.local:
+            answer = await _local_answer(platform, retrieval)
+        else:
+            answer = await _global_answer(platform, room_id, retrieval)
+        for piece in re.findall(r"\S+\s*", answer.answer):
+            yield AnswerDelta(piece)
+    yield _finish(answer, retrieval, started)
 
 
 # --- local ---------------------------------------------------------------------------------------

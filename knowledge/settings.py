@@ -15,6 +15,33 @@ from urllib.parse import quote
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+DEFAULT_SECRET_KEY = "change-me-in-production"
+#: Values of SECRET_KEY / FIRST_SUPERUSER_PASSWORD from examples and earlier defaults.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {
+        DEFAULT_SECRET_KEY,
+        "change-me",
+        "change-me-now",
+        "changeme",
+        "changethis",
+        "change-this",
+        "secret",
+        "password",
+        "admin",
+    }
+)
+MIN_SECRET_KEY_CHARS = 32
+MIN_SUPERUSER_PASSWORD_CHARS = 12
+
+
+class InsecureSettingsError(RuntimeError):
+    """COAGENT_ENV=production with settings that are only fit for development."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"COAGENT_ENV=production refuses to start:\n{lines}")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_file_encoding="utf-8")
@@ -76,11 +103,25 @@ class Settings(BaseSettings):
     rerank_api_key: str | None = None
     rerank_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Room agents (run by the arq worker): history given to the model, a whole-reply timeout,
+    # tool rounds per reply, and the loop guard (reply depth of agent-to-agent mentions, and
+    # agent replies per room per minute).
+    agent_history_tokens: int = Field(default=2000, ge=100)
+    agent_timeout_seconds: float = Field(default=90.0, gt=0)
+    agent_max_tool_rounds: int = Field(default=4, ge=1, le=10)
+    agent_max_depth: int = Field(default=3, ge=1, le=20)
+    agent_replies_per_minute: int = Field(default=20, ge=1)
+    # Encrypts per-agent API keys at rest (Fernet); without it agents use the LLM_* key only.
+    fernet_secret_key: str | None = None
+
     # Near-real-time refresh: a room is refreshed once quiet this long, or after max wait.
     realtime_debounce_seconds: float = Field(default=10.0, ge=0)
     realtime_max_wait_seconds: float = Field(default=60.0, gt=0)
 
-    secret_key: str = "change-me-in-production"
+    # "production" refuses to start with insecure settings (see ``production_problems``).
+    coagent_env: Literal["development", "production"] = "development"
+
+    secret_key: str = DEFAULT_SECRET_KEY
 
     # Dagster instance: home (dagster.yaml) and its PostgreSQL storage. Unset: a ``dagster``
     # database on the same server, home under the data dir.
@@ -105,6 +146,11 @@ class Settings(BaseSettings):
     # Lifetimes of the access JWT and of a refresh token (and of its login session).
     access_token_ttl_seconds: int = Field(default=900, ge=5, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=14 * 86_400, ge=60)
+    # Absolute lifetime of a login session: refreshing never extends it past this.
+    session_max_lifetime_seconds: int = Field(default=30 * 86_400, ge=60)
+    # A refresh token presented again within this many seconds of its first use (two tabs
+    # refreshing at once) gets fresh tokens instead of revoking the session.
+    refresh_reuse_grace_seconds: float = Field(default=20.0, ge=0, le=300)
     # Secure flag of the auth cookies: set COOKIE_SECURE=true whenever the API is served over
     # HTTPS (always in production). SameSite is always Lax.
     cookie_secure: bool = False
@@ -124,6 +170,10 @@ class Settings(BaseSettings):
     login_rate_limit: int = Field(default=10, ge=1)
     login_ip_rate_limit: int = Field(default=100, ge=1)
     login_rate_window_seconds: int = Field(default=60, ge=1)
+    # Per-user limits on graph questions and build requests, per window (then 429).
+    graph_query_rate_limit: int = Field(default=30, ge=1)
+    graph_build_rate_limit: int = Field(default=10, ge=1)
+    graph_rate_window_seconds: int = Field(default=60, ge=1)
     # Largest accepted request body (413 above it).
     max_request_bytes: int = Field(default=5_000_000, ge=1024)
     # WebSocket: frames queued per connection before a slow client is dropped; heartbeat period;
@@ -145,6 +195,45 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [v.strip().rstrip("/") for v in value.split(",") if v.strip()]
         return value
+
+    def production_problems(self) -> list[str]:
+        """Each setting that is unsafe outside development, and why (empty: all fine)."""
+        problems = []
+        key = self.secret_key.strip()
+        if key.lower() in KNOWN_DEFAULT_SECRETS:
+            problems.append(
+                "SECRET_KEY is a published default value: anyone could sign access tokens"
+            )
+        elif len(key) < MIN_SECRET_KEY_CHARS:
+            problems.append(
+                f"SECRET_KEY has {len(key)} characters (at least {MIN_SECRET_KEY_CHARS}): "
+                "a short HMAC key can be brute-forced from one token"
+            )
+        password = self.first_superuser_password
+        if password is not None:
+            if password.strip().lower() in KNOWN_DEFAULT_SECRETS:
+                problems.append(
+                    "FIRST_SUPERUSER_PASSWORD is a published default value: anyone could log "
+                    "in as the super admin"
+                )
+            elif len(password) < MIN_SUPERUSER_PASSWORD_CHARS:
+                problems.append(
+                    f"FIRST_SUPERUSER_PASSWORD has {len(password)} characters (at least "
+                    f"{MIN_SUPERUSER_PASSWORD_CHARS}) for the account that may do anything"
+                )
+        if not self.cookie_secure:
+            problems.append(
+                "COOKIE_SECURE is false: the session cookies would be sent over plain HTTP "
+                "(set COOKIE_SECURE=true and serve the API over HTTPS)"
+            )
+        return problems
+
+    def check_production(self) -> None:
+        """Raise ``InsecureSettingsError`` (listing every problem) in production."""
+        if self.coagent_env == "production":
+            problems = self.production_problems()
+            if problems:
+                raise InsecureSettingsError(problems)
 
     @property
     def uses_llm(self) -> bool:

@@ -17,7 +17,9 @@ from redis.asyncio import Redis
 
 from knowledge.platform import database_url, open_platform, redis_url
 from knowledge.settings import Settings, get_settings
+from realtime.outbox import OutboxRelay
 from realtime.publisher import EventPublisher
+from serving.a2a.http import A2AHttp
 from serving.agents import service as agents_service
 from serving.agents.router import router as agents_router
 from serving.artifacts.router import router as artifacts_router
@@ -28,11 +30,16 @@ from serving.chat.broadcast import Broadcaster
 from serving.chat.router import router as chat_router
 from serving.chat.websocket import router as websocket_router
 from serving.courses.router import router as courses_router
-from serving.errors import install_error_handlers
+from serving.errors import MALFORMED_RESPONSES, install_error_handlers
 from serving.evaluation.router import router as evaluation_router
 from serving.graph.dagster import DagsterGateway
 from serving.graph.router import router as graph_router
-from serving.middleware import BodySizeLimitMiddleware
+from serving.mcp.http import McpHttp
+from serving.middleware import (
+    AllowHeaderMiddleware,
+    BodySizeLimitMiddleware,
+    InputHygieneMiddleware,
+)
 from serving.rooms.router import router as rooms_router
 from serving.state import AppState, platform_sessions
 from serving.users.router import router as users_router
@@ -63,16 +70,23 @@ async def _start(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     redis_location = await asyncio.to_thread(redis_url, settings)
     async with open_platform(settings) as platform:
         redis = Redis.from_url(redis_location)
+        # The relay's own client: a Redis that hangs costs a request at most these seconds.
+        relay_redis = Redis.from_url(redis_location, socket_timeout=5, socket_connect_timeout=5)
         broadcaster = Broadcaster(redis)
         dagster = DagsterGateway(settings)
+        sessions = platform_sessions(platform)
+        relay = OutboxRelay(
+            sessions, EventPublisher(relay_redis, maxlen=settings.events_stream_maxlen)
+        )
         state = AppState(
             settings=settings,
             platform=platform,
             redis=redis,
             events=EventPublisher(redis, maxlen=settings.events_stream_maxlen),
+            outbox=relay,
             broadcaster=broadcaster,
             dagster=dagster,
-            session_factory=platform_sessions(platform),
+            session_factory=sessions,
         )
         try:
             async with platform.session() as session:
@@ -81,27 +95,36 @@ async def _start(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
                 await agents_service.analytics_identity(session)
                 await session.commit()
             await broadcaster.start()
+            # Sends what earlier processes left in the outbox, then whatever requests could not.
+            relay.start()
             app.state.coagent = state
             yield
         finally:
+            await relay.stop()
             await broadcaster.stop()
+            await relay_redis.aclose()
             await redis.aclose()
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(dagster.close)
 
 
-DEFAULT_SECRET = "change-me-in-production"
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    if settings.secret_key == DEFAULT_SECRET:
-        log.warning("SECRET_KEY is the default: set a long random SECRET_KEY in production")
+    # COAGENT_ENV=production: refuse to start (InsecureSettingsError lists every problem).
+    settings.check_production()
+    for problem in settings.production_problems():
+        log.warning("development settings: %s", problem)
+
+    # MCP over streamable HTTP (serving/mcp): its session manager runs inside the lifespan.
+    mcp = McpHttp(f"{API_PREFIX}/mcp")
+    # Room agents over A2A (serving/a2a): running tasks are drained at shutdown.
+    a2a = A2AHttp(f"{API_PREFIX}/a2a")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async for _ in _start(app, settings):
-            yield
+            async with mcp.running(), a2a.running():
+                yield
 
     app = FastAPI(
         title="CoAgent Studio API",
@@ -113,6 +136,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # The last added runs first: CORS, body size limit, input hygiene, Allow, the routes.
+    app.add_middleware(AllowHeaderMiddleware)
+    app.add_middleware(InputHygieneMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(
         CORSMiddleware,
@@ -124,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
 
-    @api.get("/health", response_model=Health, tags=["health"])
+    @api.get("/health", response_model=Health, tags=["health"], responses=MALFORMED_RESPONSES)
     async def health() -> Health:
         state: AppState = app.state.coagent
         return Health(status="ok", websocket_connections=state.broadcaster.local_connections())
@@ -143,4 +169,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         api.include_router(router)
     app.include_router(api)
+    app.router.routes.append(mcp.route)
+    app.router.routes.extend(a2a.routes)
     return app

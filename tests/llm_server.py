@@ -17,6 +17,19 @@ without ``response_format: json_schema``.
 ``RerankOutput`` (the LLM listwise rerank) is answered with the passages in reverse order, and
 every rerank prompt's passages are kept in ``rerank_prompts``.
 
+A streamed request that is not an agent turn (the streamed answer) gets "Answer: " and the
+first two numbered context items, cited as [n], in pieces.
+``chat_authorizations`` keeps each chat request's ``Authorization`` header.
+
+Agent turns (a request with ``tools``, a ``tool`` message, or the JSON tool protocol in the
+prompt): the first turn calls ``graph_query`` (else ``search_messages``, else the first tool)
+with the question after "Message to you from …:"; once a tool result is in the conversation
+the answer quotes it and cites its first message ids as ``[#id]``. ``stream: true`` answers as
+Server-Sent Events chunks (content in small pieces, tool-call arguments split in two).
+``rejects_tools`` answers 400 to any request with ``tools`` (a server without function calling);
+``chat_status`` (e.g. 500) fails every chat request; ``agent_requests`` keeps each agent
+request body.
+
 ``POST /rerank`` (and ``/v1/rerank``) is a cross-encoder stand-in, the API of TEI / vLLM / Jina /
 Cohere: document ``i`` of ``n`` scores ``i / n`` (the reverse of the order sent), and the results
 come back sorted by score, best first, as real servers do. ``rerank_shape`` picks the reply:
@@ -62,6 +75,11 @@ class FakeOpenAI:
         self.rerank_delay = 0.0
         self.rerank_requests: list[dict[str, Any]] = []
         self.rerank_prompts: list[list[str]] = []
+        self.rejects_tools = False
+        self.chat_status = 200
+        self.stream_delay = 0.0
+        self.agent_requests: list[dict[str, Any]] = []
+        self.chat_authorizations: list[str | None] = []
         self._extractor = FastExtractor()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -91,6 +109,11 @@ class FakeOpenAI:
             self.rerank_shape = "results"
             self.rerank_status = 200
             self.rerank_delay = 0.0
+            self.rejects_tools = False
+            self.chat_status = 200
+            self.stream_delay = 0.0
+            self.agent_requests.clear()
+            self.chat_authorizations.clear()
 
     @property
     def total_calls(self) -> int:
@@ -123,6 +146,19 @@ class FakeOpenAI:
     def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
         messages = body.get("messages", [])
         content = "\n".join(str(m.get("content", "")) for m in messages)
+        if self.chat_status != 200:
+            return self.chat_status, {}, {"error": {"message": "the model is down"}}
+        if body.get("tools") and self.rejects_tools:
+            return 400, {}, {"error": {"message": "tools are not supported by this model"}}
+        if _is_agent_turn(body, content):
+            with self._lock:
+                self.agent_requests.append(body)
+            return self._agent_turn(body, messages)
+        if body.get("stream"):
+            # A streamed plain-text answer: the first numbered context items, cited as [n].
+            items = re.findall(r"^\[(\d+)\] (.*)$", _between_markers(content), re.MULTILINE)
+            text = " ".join(f"{t[:80]} [{n}]" for n, t in items[:2]) or "No answer in context."
+            return 200, {}, {"__stream__": _stream_chunks(body, f"Answer: {text}", None)}
         response_format = body.get("response_format") or {}
         if self.rejects_json_schema and response_format.get("type") == "json_schema":
             return 400, {}, {"error": {"message": "response_format json_schema is not supported"}}
@@ -241,6 +277,55 @@ class FakeOpenAI:
             return {"route": "global" if is_global else "local", "reason": "keywords"}
         return {}
 
+    def _agent_turn(
+        self, body: dict[str, Any], messages: list[dict[str, Any]]
+    ) -> tuple[int, dict[str, str], Any]:
+        tools = [t["function"]["name"] for t in body.get("tools") or []]
+        json_protocol = (
+            JSON_PROTOCOL_MARK in str(messages[0].get("content", "")) if messages else False
+        )
+        if json_protocol:
+            tools = re.findall(r"^- (\w+): ", str(messages[0].get("content", "")), re.MULTILINE)
+        results = [m for m in messages if m.get("role") == "tool"] + [
+            m for m in messages if str(m.get("content") or "").startswith("Tool result: ")
+        ]
+        call: dict[str, Any] | None = None
+        text = ""
+        if results:
+            raw = str(results[-1].get("content", "")).removeprefix("Tool result: ")
+            text = _answer_from_tool(raw)
+            # "RELAY: @name" in an agent's system prompt: its answers mention that agent.
+            system = " ".join(str(m.get("content")) for m in messages if m.get("role") == "system")
+            relay = re.search(r"RELAY: (@[\w.-]+)", system)
+            if relay:
+                text = f"{text} {relay.group(1)}"
+        elif tools:
+            asked = ""
+            for m in messages:
+                found = re.search(
+                    r"Message to you from [^:]+: (.*)", str(m.get("content") or ""), re.S
+                )
+                if found:
+                    asked = found.group(1).strip()
+            name = next((t for t in ("graph_query", "search_messages") if t in tools), tools[0])
+            key = "question" if name == "graph_query" else "query"
+            call = {"name": name, "arguments": json.dumps({key: asked})}
+        else:
+            text = "I could not look anything up."
+        if json_protocol:
+            reply = (
+                json.dumps({"tool": call["name"], "arguments": json.loads(call["arguments"])})
+                if call
+                else json.dumps({"answer": text})
+            )
+            return 200, {}, _completion(body, {"role": "assistant", "content": reply}, "stop")
+        if body.get("stream"):
+            return 200, {}, {"__stream__": _stream_chunks(body, text, call)}
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if call is not None:
+            message["tool_calls"] = [{"id": "call_1", "type": "function", "function": call}]
+        return 200, {}, _completion(body, message, "tool_calls" if call else "stop")
+
     def rerank(
         self, body: dict[str, Any], authorization: str | None
     ) -> tuple[int, dict[str, str], Any]:
@@ -300,6 +385,8 @@ class FakeOpenAI:
                         time.sleep(fake.latency)
                     if self.path.endswith("/chat/completions"):
                         kind = "chat"
+                        with fake._lock:
+                            fake.chat_authorizations.append(self.headers.get("Authorization"))
                         status, headers, payload = fake.chat(body)
                     elif self.path.endswith("/embeddings"):
                         kind = "embeddings"
@@ -314,6 +401,9 @@ class FakeOpenAI:
                         status, headers, payload = 404, {}, {"error": {"message": "not found"}}
                     with fake._lock:
                         fake.calls[kind] += 1
+                    if isinstance(payload, dict) and "__stream__" in payload:
+                        self._stream(payload["__stream__"])
+                        return
                     raw = json.dumps(payload).encode()
                     try:
                         self.send_response(status)
@@ -331,7 +421,102 @@ class FakeOpenAI:
                             fake.in_flight -= 1
                     fake._local.abandoned = False
 
+            def _stream(self, chunks: list[dict[str, Any]]) -> None:
+                self.close_connection = True
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for chunk in chunks:
+                        if fake.stream_delay:
+                            time.sleep(fake.stream_delay)
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
         return Handler
+
+
+JSON_PROTOCOL_MARK = "Reply with exactly one JSON object"
+
+
+def _is_agent_turn(body: dict[str, Any], content: str) -> bool:
+    messages = body.get("messages") or []
+    return (
+        bool(body.get("tools"))
+        or any(m.get("role") == "tool" for m in messages)
+        or JSON_PROTOCOL_MARK in content
+        or "Message to you from " in content
+    )
+
+
+def _answer_from_tool(raw: str) -> str:
+    try:
+        result = json.loads(raw)
+    except ValueError:
+        return f"The tool said: {raw[:200]}"
+    cited = result.get("citations") or result.get("evidence") or []
+    ids = [str(c["id"]) for c in cited if c.get("kind") == "message"][:2]
+    summary = str(result.get("answer") or "").strip()
+    if not summary and cited:
+        summary = str(cited[0].get("excerpt", ""))
+    if not summary:
+        summary = str(result.get("error") or "nothing found")
+    marks = " ".join(f"[#{i}]" for i in ids)
+    return f"From the room: {summary[:240]} {marks}".strip()
+
+
+def _completion(body: dict[str, Any], message: dict[str, Any], finish: str) -> dict[str, Any]:
+    text = str(message.get("content") or "")
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model", "fake"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": count_tokens(text), "total_tokens": 10},
+    }
+
+
+def _stream_chunks(
+    body: dict[str, Any], text: str, call: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    if call is not None:
+        half = len(call["arguments"]) // 2
+        first = {"name": call["name"], "arguments": call["arguments"][:half]}
+        chunks.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "call_1", "type": "function", "function": first}
+                    ]
+                }
+            )
+        )
+        rest = {"arguments": call["arguments"][half:]}
+        chunks.append(chunk({"tool_calls": [{"index": 0, "function": rest}]}))
+        chunks.append(chunk({}, "tool_calls"))
+        return chunks
+    words = text.split(" ")
+    for i in range(0, len(words), 3):
+        piece = " ".join(words[i : i + 3]) + (" " if i + 3 < len(words) else "")
+        chunks.append(chunk({"content": piece}))
+    chunks.append(chunk({}, "stop"))
+    return chunks
 
 
 def _schema_name(body: dict[str, Any], content: str) -> str:

@@ -91,6 +91,20 @@ def answer(question: str, context: str) -> Messages:
     ]
 
 
+STREAMED_ANSWER = (
+    "Answer the question from the numbered context only, in plain text. Cite the items you "
+    "used by their numbers in brackets, like [2]. If the context does not answer it, say so."
+)
+
+
+def streamed_answer(question: str, context: str) -> Messages:
+    """``answer`` for a streamed reply: plain text with [n] citations instead of JSON."""
+    return [
+        {"role": "system", "content": STREAMED_ANSWER},
+        {"role": "user", "content": f"Question: {question}\n{BEGIN}\n{context}\n{END}"},
+    ]
+
+
 def route(question: str) -> Messages:
     return [
         {

@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -248,6 +248,28 @@ class LLMProvider:
         if self.cache is not None:
             await self.cache.put(key, self.chat_model, kind, result.model_dump(mode="json"))
         return result
+
+    async def stream_text(
+        self, messages: Sequence[dict[str, str]], *, temperature: float = 0.0
+    ) -> AsyncIterator[str]:
+        """A plain-text answer as it is generated (not cached: a stream is read once). Errors
+        before the first piece are retried like any call; after it they raise ``LLMError``."""
+
+        async def call() -> Any:
+            return await self.client.chat.completions.create(
+                model=self.chat_model,
+                messages=list(messages),  # type: ignore[arg-type]
+                temperature=temperature,
+                stream=True,
+            )
+
+        try:
+            stream = await self._with_retries(call)
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except Exception as error:
+            raise LLMError(f"streamed answer failed: {_describe(error)}") from error
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Embeddings of one batch (callers batch by token budget); cached per text."""

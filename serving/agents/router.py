@@ -75,10 +75,12 @@ async def update_agent(
     agent_id: uuid.UUID,
     body: AgentUpdate,
     session: SessionDep,
+    state: StateDep,
     perms: PermissionsDep,
     user: CurrentUser,
 ) -> AgentOut:
-    agent = await service.update_agent(session, perms, user, room_id, agent_id, body)
+    """Change an agent (moderators). Re-saving ``api_key`` rotates it; ``""`` removes it."""
+    agent = await service.update_agent(session, state, perms, user, room_id, agent_id, body)
     return AgentOut.model_validate(agent)
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -11,6 +11,23 @@ from knowledge.rooms import MessageRecord
 from serving.schemas import Text
 
 MAX_ID = 2**63 - 1
+
+
+class ToolCallRecord(BaseModel):
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    citations: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None
+
+
+class AgentReplyMeta(BaseModel):
+    model: str | None = None
+    offline: bool = False
+    pending_id: str | None = None
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    citations: list[dict[str, Any]] = Field(default_factory=list)
+    #: Set when the reply is the agent's error notice (the reason is logged, not shown).
+    error: str | None = None
 
 
 class MessageIn(BaseModel):
@@ -26,6 +43,10 @@ class MessageOut(BaseModel):
     content: str
     created_at: datetime
     edited_at: datetime | None
+    #: For an agent's reply: the message it answers, and what it did (tool calls with their
+    #: citations, model, whether it ran offline, the pending id its streamed deltas used).
+    reply_to: int | None = None
+    agent: AgentReplyMeta | None = None
 
     @classmethod
     def from_record(cls, record: MessageRecord) -> MessageOut:
@@ -38,6 +59,8 @@ class MessageOut(BaseModel):
             content=record.content,
             created_at=record.created_at,
             edited_at=record.edited_at,
+            reply_to=record.reply_to,
+            agent=AgentReplyMeta.model_validate(record.meta) if record.meta else None,
         )
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -10,7 +11,7 @@ from knowledge import rooms, transcripts
 from realtime.events import MessageCreated, MessageDeleted, MessageEdited, RoomRebuildRequested
 from serving.chat.schemas import ImportOut, MessageOut, MessagePage, TranscriptIn
 from serving.errors import Unprocessable
-from serving.notify import after_commit
+from serving.notify import after_commit, stage_event
 from serving.permissions import Action, Permissions
 from serving.rooms.service import authorize_room
 from serving.state import AppState
@@ -27,21 +28,28 @@ async def post_message(
     actor: User,
     room_id: uuid.UUID,
     content: str,
+    reply_to: int | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> MessageOut:
     room = await authorize_room(session, perms, actor, room_id, Action.MESSAGE_POST)
     kind = AuthorKind.agent if actor.role == UserRole.agent else AuthorKind.human
     message = await rooms.post_message(
-        session, room.id, actor.id, content, state.settings.max_message_chars, author_kind=kind
+        session,
+        room.id,
+        actor.id,
+        content,
+        state.settings.max_message_chars,
+        author_kind=kind,
+        reply_to=reply_to,
+        meta=meta,
     )
     record = await rooms.message_record(session, message)
+    staged = await stage_event(
+        session, MessageCreated(room_id=str(room.id), message_id=message.id, actor_id=str(actor.id))
+    )
     await session.commit()
     out = MessageOut.from_record(record)
-    await after_commit(
-        state,
-        room.id,
-        message_frame("message.created", out),
-        MessageCreated(room_id=str(room.id), message_id=out.id, actor_id=str(actor.id)),
-    )
+    await after_commit(state, room.id, message_frame("message.created", out), staged)
     return out
 
 
@@ -86,13 +94,11 @@ async def edit_message(
         session, room.id, message_id, content, state.settings.max_message_chars
     )
     out = MessageOut.from_record(await rooms.message_record(session, message))
-    await session.commit()
-    await after_commit(
-        state,
-        room.id,
-        message_frame("message.edited", out),
-        MessageEdited(room_id=str(room.id), message_id=out.id, actor_id=str(actor.id)),
+    staged = await stage_event(
+        session, MessageEdited(room_id=str(room.id), message_id=out.id, actor_id=str(actor.id))
     )
+    await session.commit()
+    await after_commit(state, room.id, message_frame("message.edited", out), staged)
     return out
 
 
@@ -108,12 +114,12 @@ async def delete_message(
     record = await rooms.get_message(session, room.id, message_id)
     await perms.check(actor, Action.MESSAGE_DELETE, record)
     await rooms.delete_message(session, room.id, message_id)
+    staged = await stage_event(
+        session, MessageDeleted(room_id=str(room.id), message_id=message_id, actor_id=str(actor.id))
+    )
     await session.commit()
     await after_commit(
-        state,
-        room.id,
-        {"type": "message.deleted", "message_id": message_id},
-        MessageDeleted(room_id=str(room.id), message_id=message_id, actor_id=str(actor.id)),
+        state, room.id, {"type": "message.deleted", "message_id": message_id}, staged
     )
 
 
@@ -142,6 +148,9 @@ async def import_transcript(
             details=[{"line": p.line, "message": p.reason} for p in error.problems],
         ) from None
     result = await transcripts.import_transcript(session, room.id, rows, max_chars)
+    staged = await stage_event(
+        session, RoomRebuildRequested(room_id=str(room.id), full=False, actor_id=str(actor.id))
+    )
     await session.commit()
     out = ImportOut(
         room_id=result.room_id,
@@ -162,6 +171,6 @@ async def import_transcript(
             "first_message_id": out.first_message_id,
             "last_message_id": out.last_message_id,
         },
-        RoomRebuildRequested(room_id=str(room.id), full=False, actor_id=str(actor.id)),
+        staged,
     )
     return out

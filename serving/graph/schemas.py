@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from knowledge.retrieval.pipeline import MAX_TOP_K
 from knowledge.search import MAX_QUESTION_CHARS
@@ -13,15 +13,16 @@ from serving.schemas import Text
 
 class BuildIn(BaseModel):
     #: True: wipe the room's graph and rebuild it; false: incremental refresh.
-    full: bool = False
+    full: StrictBool = False
 
 
 class BuildOut(BaseModel):
     room_id: uuid.UUID
     full: bool
     event_id: str
-    #: Id of the ``room.rebuild_requested`` entry in ``graphrag:events``.
-    stream_id: str
+    #: Id of the ``room.rebuild_requested`` entry in ``graphrag:events``; None when Redis was
+    #: unreachable (the event is in the outbox and is appended once Redis is back).
+    stream_id: str | None
     requested_at: datetime
 
 
@@ -34,6 +35,9 @@ class QueryIn(BaseModel):
     #: "answer": an answer with citations (the LLM when configured); "evidence": the ranked
     #: evidence only, no LLM call, ``answer`` empty.
     mode: Literal["answer", "evidence"] = "answer"
+    #: Answer as Server-Sent Events (``delta`` pieces, then ``evidence``, ``citations`` and
+    #: ``done`` with the whole response) instead of one JSON body.
+    stream: StrictBool = False
 
 
 class CitationOut(BaseModel):

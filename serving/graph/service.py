@@ -1,14 +1,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from knowledge.errors import DomainError
 from knowledge.retrieval import Evidence
-from knowledge.search import Citation, Mode, Route, answer_question
+from knowledge.search import (
+    Answer,
+    AnswerDelta,
+    Citation,
+    Mode,
+    Route,
+    answer_question,
+    check_question,
+    stream_answer,
+)
 from realtime.events import RoomRebuildRequested
-from serving.errors import ServiceUnavailable
 from serving.graph.dagster import Materialization, PartitionStatus
 from serving.graph.schemas import (
     AssetStatus,
@@ -25,6 +39,7 @@ from serving.graph.schemas import (
     RunOut,
     StatusOut,
 )
+from serving.notify import after_commit, stage_event
 from serving.pagination import Page, PageParams
 from serving.state import AppState
 
@@ -36,19 +51,19 @@ _SCAN_BATCH = 1_000
 
 
 async def request_build(
-    state: AppState, room_id: uuid.UUID, full: bool, actor_id: uuid.UUID
+    session: AsyncSession, state: AppState, room_id: uuid.UUID, full: bool, actor_id: uuid.UUID
 ) -> BuildOut:
+    """The ``room.rebuild_requested`` event goes through the outbox: accepted even while Redis
+    is down (``stream_id`` is then None and the relay appends it once Redis is back)."""
     event = RoomRebuildRequested(room_id=str(room_id), full=full, actor_id=str(actor_id))
-    try:
-        stream_id = await state.events.publish(event)
-    except Exception as error:
-        log.exception("could not append room.rebuild_requested")
-        raise ServiceUnavailable("the event stream is not reachable; try again") from error
+    staged = await stage_event(session, event)
+    await session.commit()
+    delivered = await after_commit(state, room_id, None, staged)
     return BuildOut(
         room_id=room_id,
         full=full,
         event_id=event.event_id,
-        stream_id=stream_id,
+        stream_id=delivered.get(staged[0]),
         requested_at=event.ts,
     )
 
@@ -100,6 +115,66 @@ async def query(state: AppState, room_id: uuid.UUID, body: QueryIn) -> QueryOut:
     except BaseException:
         freshness.cancel()
         raise
+    return await _query_out(state, room_id, body, answer, freshness)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+async def query_stream(state: AppState, room_id: uuid.UUID, body: QueryIn) -> AsyncIterator[bytes]:
+    """``query`` as Server-Sent Events: ``delta`` ({"text"}) pieces of the answer as it is
+    generated, then ``evidence`` and ``citations``, then ``done`` (the whole ``QueryOut``).
+    A failure after the stream began is an ``error`` event with the usual error body."""
+    check_question(body.question)  # before the 200: a bad question is still a 422
+    freshness = asyncio.ensure_future(_materializations(state, str(room_id)))
+    answer: Answer | None = None
+    try:
+        if body.mode == Mode.evidence.value:
+            answer = await answer_question(
+                state.platform,
+                str(room_id),
+                body.question,
+                Route(body.route) if body.route else None,
+                top_k=body.top_k,
+                mode=Mode.evidence,
+            )
+        else:
+            async for item in stream_answer(
+                state.platform,
+                str(room_id),
+                body.question,
+                Route(body.route) if body.route else None,
+                top_k=body.top_k,
+            ):
+                if isinstance(item, AnswerDelta):
+                    yield _sse("delta", {"text": item.text})
+                else:
+                    answer = item
+        assert answer is not None
+        out = await _query_out(state, room_id, body, answer, freshness)
+    except DomainError as error:
+        freshness.cancel()
+        log.warning("streamed query in room %s failed: %s", room_id, error)
+        yield _sse("error", {"error": {"code": "invalid_input", "message": str(error)}})
+        return
+    except BaseException:
+        freshness.cancel()
+        raise
+    dumped = out.model_dump(mode="json")
+    yield _sse("evidence", dumped["evidence"])
+    yield _sse("citations", dumped["citations"])
+    yield _sse("done", dumped)
+
+
+async def _query_out(
+    state: AppState,
+    room_id: uuid.UUID,
+    body: QueryIn,
+    answer: Answer,
+    freshness: asyncio.Future[dict[str, Materialization | None]],
+) -> QueryOut:
+    mode = Mode(body.mode)
     done = await freshness
     chunks = done.get("chunks")
     graph = done.get("entities")

@@ -14,7 +14,7 @@ from knowledge.llm.schemas import ExtractionOutput
 from knowledge.platform import open_platform
 from knowledge.rooms import create_artifact, parse_room_id
 from knowledge.sample import load_sample
-from knowledge.search import Route, answer_question
+from knowledge.search import Answer, AnswerDelta, Route, answer_question, stream_answer
 from knowledge.settings import Settings
 from pipelines.resources import KnowledgeResource
 from tests.conftest import make_room, run_job, stored_state
@@ -165,6 +165,20 @@ def test_answers_and_routing_through_the_llm(
             assert local.route == Route.local
             assert local.answer.startswith("Answer:")
             assert local.citations and all(c.kind == "message" for c in local.citations)
+            # Streamed: the model's tokens as they come; its [n] marks become the citations.
+            items = [
+                item
+                async for item in stream_answer(
+                    platform, room_id, "What does Menenius tell the citizens?"
+                )
+            ]
+            *deltas, streamed = items
+            assert len(deltas) > 2 and all(isinstance(d, AnswerDelta) for d in deltas)
+            assert isinstance(streamed, Answer) and streamed.route == Route.local
+            assert "".join(d.text for d in deltas) == streamed.answer  # type: ignore[union-attr]
+            assert streamed.answer.startswith("Answer:") and "[1]" in streamed.answer
+            assert 1 <= len(streamed.citations) <= 2  # the two items the answer marked
+            assert {c.id for c in streamed.citations} <= {e.id for e in streamed.evidence}
 
     asyncio.run(ask())
 
