@@ -30,12 +30,12 @@ _DATA = Path(tempfile.mkdtemp(prefix="cgb-", dir="/tmp"))
 os.environ["COAGENT_DATA_DIR"] = str(_DATA)
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
-from coagent.instance import get_instance  # noqa: E402
 from coagent.runs import run_room_job  # noqa: E402
 from dbschema.migrate import upgrade  # noqa: E402
 from knowledge.platform import open_platform, sync_engine  # noqa: E402
 from knowledge.sample import load_sample  # noqa: E402
 from knowledge.settings import get_settings  # noqa: E402
+from pipelines.instance import get_instance  # noqa: E402
 from pipelines.resources import KnowledgeResource  # noqa: E402
 from tests.conftest import add_messages, make_room  # noqa: E402
 from tests.llm_server import FakeOpenAI  # noqa: E402

@@ -12,6 +12,7 @@ import warnings
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from coagent.database import prepare_database
 from coagent.progress import fail, say, step
 from knowledge.errors import DomainError
 from knowledge.settings import InsecureSettingsError
@@ -33,27 +34,11 @@ def _settings():  # type: ignore[no-untyped-def]
     return get_settings()
 
 
-def _prepare_database(settings) -> None:  # type: ignore[no-untyped-def]
-    from dbschema.migrate import upgrade
-    from knowledge.platform import database_url, sync_engine
-
-    with step(
-        "Starting PostgreSQL" if settings.uses_embedded_postgres else "Connecting PostgreSQL"
-    ):
-        database_url(settings)
-    with step("Applying migrations"):
-        engine = sync_engine(settings)
-        try:
-            upgrade(engine)
-        finally:
-            engine.dispose()
-
-
 def cmd_migrate(args: argparse.Namespace) -> None:
-    from coagent.instance import ensure_dagster_home
+    from pipelines.instance import ensure_dagster_home
 
     settings = _settings()
-    _prepare_database(settings)
+    prepare_database(settings)
     with step("Preparing the Dagster instance"):
         ensure_dagster_home(settings)
 
@@ -65,13 +50,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_materialize(args: argparse.Namespace) -> None:
-    from coagent.instance import get_instance
     from coagent.runs import run_room_job
     from knowledge.platform import open_platform
     from knowledge.rooms import get_room
+    from pipelines.instance import get_instance
 
     settings = _settings()
-    _prepare_database(settings)
+    prepare_database(settings)
 
     async def check_room() -> None:
         async with open_platform(settings) as platform, platform.session() as s:
@@ -97,7 +82,7 @@ def cmd_import(args: argparse.Namespace) -> None:
     settings = _settings()
     path = Path(args.file)
     rows = read_transcript(path, settings.max_message_chars)  # a bad file stops here
-    _prepare_database(settings)
+    prepare_database(settings)
 
     async def load() -> ImportResult:
         async with open_platform(settings) as platform, platform.session() as session:
@@ -154,7 +139,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from knowledge.platform import open_platform
 
     settings = _settings()
-    _prepare_database(settings)
+    prepare_database(settings)
     out = Path(args.dir)
 
     async def export() -> dict[str, int]:
@@ -257,10 +242,10 @@ def cmd_dagster(args: argparse.Namespace) -> None:
     """The Dagster UI (webserver + daemon) on this platform's instance."""
     import subprocess
 
-    from coagent.instance import ensure_dagster_home
+    from pipelines.instance import ensure_dagster_home
 
     settings = _settings()
-    _prepare_database(settings)  # keeps the embedded PostgreSQL up while the UI runs
+    prepare_database(settings)  # keeps the embedded PostgreSQL up while the UI runs
     home = ensure_dagster_home(settings)
     say(f"Dagster UI on http://{args.host}:{args.port}  (DAGSTER_HOME={home})")
     command = [
@@ -292,7 +277,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = _settings()
     settings.check_production()  # before anything is migrated or created
-    _prepare_database(settings)
+    prepare_database(settings)
     with step("Starting Redis" if settings.uses_embedded_redis else "Connecting Redis"):
         redis_url(settings)
 
@@ -325,7 +310,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from serving.agents.worker import serve_worker
 
     settings = _settings()
-    _prepare_database(settings)
+    prepare_database(settings)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     say("agent worker running (Ctrl-C to stop)")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from coagent.instance import get_instance
+from coagent.database import prepare_database
 from coagent.progress import fail, say, step
 from coagent.runs import run_room_job
 from knowledge.platform import open_platform, redis_url
@@ -13,6 +13,7 @@ from knowledge.sample import DemoRoom, ensure_demo_room
 from knowledge.search import Answer, Mode, answer_question
 from knowledge.settings import Settings
 from knowledge.text import excerpt
+from pipelines.instance import get_instance
 
 GLOBAL_QUESTION = "What are the main themes of this conversation?"
 LOCAL_QUESTION = "What is said about Aufidius and the Volsces?"
@@ -49,10 +50,9 @@ def print_answer(answer: Answer, mode: Mode = Mode.answer, max_evidence: int | N
 
 
 def run_demo(settings: Settings) -> None:
-    from coagent.cli import _prepare_database
 
     say(f"CoAgent demo — data dir {settings.coagent_data_dir}")
-    _prepare_database(settings)
+    prepare_database(settings)
     if settings.uses_embedded_redis:
         with step("Starting Redis"):
             redis_url(settings)

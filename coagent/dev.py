@@ -15,10 +15,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from coagent.instance import ensure_dagster_home
+from coagent.database import prepare_database
 from coagent.progress import say, step
 from knowledge.platform import database_url, redis_url
 from knowledge.settings import Settings
+from pipelines.instance import ensure_dagster_home
 
 _WORKSPACE = Path(__file__).resolve().parent.parent / "workspace.yaml"
 _STOP_GRACE_SECONDS = 20
@@ -55,9 +56,8 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 def run_dev(
     settings: Settings, host: str, api_port: int, dagster_port: int, ready_file: str | None
 ) -> int:
-    from coagent.cli import _prepare_database
 
-    _prepare_database(settings)
+    prepare_database(settings)
     with step("Starting Redis" if settings.uses_embedded_redis else "Connecting Redis"):
         redis = redis_url(settings)
     with step("Preparing the Dagster instance"):

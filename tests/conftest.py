@@ -148,7 +148,7 @@ async def platform(settings: Settings) -> AsyncIterator[Platform]:
 
 @pytest.fixture(scope="session")
 def dagster_instance(settings: Settings):  # type: ignore[no-untyped-def]
-    from coagent.instance import get_instance
+    from pipelines.instance import get_instance
 
     instance = get_instance(settings)
     yield instance

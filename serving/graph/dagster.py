@@ -65,7 +65,7 @@ class DagsterGateway:
     def _get(self) -> Any:
         with self._lock:
             if self._instance is None:
-                from coagent.instance import get_instance
+                from pipelines.instance import get_instance
 
                 self._instance = get_instance(self.settings)
             return self._instance
