@@ -39,6 +39,21 @@ LAUNCHER = ROOT / "deploy" / "neo4j" / "neo4j_server.py"
 NEO4J_VARS = ("NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD", "NEO4J_DATABASE")
 QDRANT_URL_VAR = "COAGENT_TEST_QDRANT_URL"
 QDRANT_BINARY = ROOT.parent / "shared" / "qdrant" / "qdrant"
+
+
+def qdrant_binary() -> Path:
+    """``QDRANT_BINARY``, else ``shared/qdrant/qdrant`` beside this checkout or beside any of
+    its parents (a clone nested deeper still finds it), else ``qdrant`` on the PATH."""
+    if os.environ.get("QDRANT_BINARY"):
+        return Path(os.environ["QDRANT_BINARY"])
+    for parent in ROOT.parents:
+        candidate = parent / "shared" / "qdrant" / "qdrant"
+        if candidate.is_file():
+            return candidate
+    on_path = shutil.which("qdrant")
+    return Path(on_path) if on_path else QDRANT_BINARY
+
+
 QDRANT_START_SECONDS = 30.0
 
 
@@ -207,7 +222,7 @@ def main() -> int:
         if env.get(QDRANT_URL_VAR):
             say(f"{QDRANT_URL_VAR} is set ({env[QDRANT_URL_VAR]}): using that Qdrant server")
         else:
-            qdrant = QdrantServer(Path(os.environ.get("QDRANT_BINARY") or QDRANT_BINARY))
+            qdrant = QdrantServer(qdrant_binary())
             try:
                 qdrant.start()
                 env[QDRANT_URL_VAR] = qdrant.url
