@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,30 +53,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ROOT / "bench" / "quality" / "data" / "coriolanus" / "questions.jsonl"
 sys.path.insert(0, str(ROOT))
+from bench.common import SERVICE_VARS, free_port, percentile  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 SAMPLE_SPEECHES = 90
 WARMUP = 2
 REPLY_TIMEOUT = 60.0  # per sequential mention; a hang guard, not a measure
 BATCH_TIMEOUT = 120.0  # for the whole concurrent batch
-_DROPPED = (
-    "DATABASE_URL", "POSTGRES_SERVER", "REDIS_URL", "NEO4J_URI", "QDRANT_URL", "QDRANT_HOST",
-    "OPENAI_API_KEY", "LLM_BASE_URL", "EMBEDDING_BASE_URL", "EMBEDDING_API_KEY", "RERANK_URL",
-    "DAGSTER_HOME", "DAGSTER_POSTGRES_URL",
-)  # fmt: skip
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def import_test_helpers() -> None:
@@ -593,7 +576,7 @@ def main() -> None:
     atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
     os.environ["COAGENT_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
-    for var in _DROPPED:
+    for var in SERVICE_VARS:
         os.environ.pop(var, None)
     from cryptography.fernet import Fernet
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import percentile  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 from dagster import DagsterInstance, RunsFilter  # noqa: E402
@@ -33,12 +35,6 @@ NAMES = [
     "Probus", "Quintilla", "Rufinus", "Sabina", "Tacitus", "Ulpia", "Valens", "Xanthippe",
     "Zosimus",
 ]  # fmt: skip
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def main() -> None:

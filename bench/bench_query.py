@@ -31,7 +31,6 @@ import atexit
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,29 +44,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ROOT / "bench" / "quality" / "data" / "coriolanus" / "questions.jsonl"
 sys.path.insert(0, str(ROOT))
+from bench.common import SERVICE_VARS, free_port, percentile  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 EMAIL = "bench.member@bench.coagent.local"
 PASSWORD = "bench-query-password-123"
 TARGETS_MS = {"in process": 50.0, "HTTP": 100.0}
-_DROPPED = (
-    "DATABASE_URL", "POSTGRES_SERVER", "REDIS_URL", "NEO4J_URI", "QDRANT_URL", "QDRANT_HOST",
-    "OPENAI_API_KEY", "LLM_BASE_URL", "EMBEDDING_BASE_URL", "EMBEDDING_API_KEY", "RERANK_URL",
-    "DAGSTER_HOME", "DAGSTER_POSTGRES_URL",
-)  # fmt: skip
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def prepare() -> tuple[str, int]:
@@ -277,7 +260,7 @@ def main() -> None:
     # first) have stopped them: a Redis whose directory is gone cannot save, so never exits.
     atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
     os.environ["COAGENT_DATA_DIR"] = str(data_dir)
-    for var in _DROPPED:
+    for var in SERVICE_VARS:
         os.environ.pop(var, None)
     from knowledge.embedded import embedded_postgres_url, embedded_redis_url
 

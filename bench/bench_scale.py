@@ -48,7 +48,6 @@ import contextlib
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,14 +64,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import SERVICE_VARS, free_port, percentile  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 SECRET = "bench-scale-secret-key-0123456789abcdef-0123"
-_DROPPED = (
-    "DATABASE_URL", "POSTGRES_SERVER", "REDIS_URL", "NEO4J_URI", "QDRANT_URL", "QDRANT_HOST",
-    "OPENAI_API_KEY", "LLM_BASE_URL", "EMBEDDING_BASE_URL", "EMBEDDING_API_KEY", "RERANK_URL",
-    "DAGSTER_HOME", "DAGSTER_POSTGRES_URL",
-)  # fmt: skip
 STEPS = ("chunks", "evidence", "graph", "communities", "reports")
 
 # --- the synthetic room -------------------------------------------------------------------------
@@ -313,19 +309,6 @@ class ChatGenerator:
 
 
 # --- measurement helpers ------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class MemorySampler:
@@ -824,7 +807,7 @@ def main() -> None:
     atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
     os.environ["COAGENT_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
-    for var in _DROPPED:
+    for var in SERVICE_VARS:
         os.environ.pop(var, None)
     os.environ["SECRET_KEY"] = SECRET
     os.environ["GRAPH_QUERY_RATE_LIMIT"] = "1000000"

@@ -32,7 +32,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,28 +45,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import SERVICE_VARS, free_port, percentile  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 SECRET = "bench-ws-secret-key-0123456789abcdef-0123456789"
 TARGET_P99_MS = 100.0
-_DROPPED = (
-    "DATABASE_URL", "POSTGRES_SERVER", "REDIS_URL", "NEO4J_URI", "QDRANT_URL", "QDRANT_HOST",
-    "OPENAI_API_KEY", "LLM_BASE_URL", "EMBEDDING_BASE_URL", "EMBEDDING_API_KEY", "RERANK_URL",
-    "DAGSTER_HOME", "DAGSTER_POSTGRES_URL",
-)  # fmt: skip
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raise_open_files(needed: int) -> tuple[int, int]:
@@ -351,7 +334,7 @@ def main() -> None:
     atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
     os.environ["COAGENT_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
-    for var in _DROPPED:
+    for var in SERVICE_VARS:
         os.environ.pop(var, None)
     os.environ["SECRET_KEY"] = SECRET
     from knowledge.embedded import embedded_postgres_url, embedded_redis_url
