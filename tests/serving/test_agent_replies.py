@@ -222,10 +222,7 @@ async def test_the_api_key_is_stored_encrypted_never_returned_and_rotates(
     assert not any("sk-rotated-42" in row[0] or SECRET in row[0] for row in dump)
     question = await post(server, member, built_room, f"@{agent['name']} who is Coriolanus?")
 
-    async def answered() -> bool:
-        return bool(await replies_to(platform, question["id"]))
-
-    await wait(answered)
+    await wait_for_reply(platform, question["id"])
     assert set(fake.chat_authorizations) == {"Bearer sk-rotated-42"}
     async with admin.http(server) as client:
         cleared = await client.patch(f"{base}/{agent['id']}", json={"api_key": ""})
@@ -246,10 +243,7 @@ async def test_a_failing_model_gives_a_short_error_reply_once(
     fake.chat_status = 500
     question = await post(server, member, built_room, f"@{agent['name']} who is Aufidius?")
 
-    async def answered() -> bool:
-        return bool(await replies_to(platform, question["id"]))
-
-    await wait(answered)
+    await wait_for_reply(platform, question["id"])
     [reply] = await replies_to(platform, question["id"])
     assert reply.content.startswith("Sorry, I couldn't answer that")
     assert reply.meta is not None and reply.meta["error"] == "AgentLLMError"
@@ -277,10 +271,7 @@ async def test_a_server_without_function_calling_gets_the_json_tool_protocol(
     fake.rejects_tools = True
     question = await post(server, member, built_room, f"@{agent['name']} who is Volumnia?")
 
-    async def answered() -> bool:
-        return bool(await replies_to(platform, question["id"]))
-
-    await wait(answered)
+    await wait_for_reply(platform, question["id"])
     [reply] = await replies_to(platform, question["id"])
     assert reply.meta is not None and "error" not in reply.meta, reply.content
     assert [c["tool"] for c in reply.meta["tool_calls"]] == ["graph_query"]
@@ -372,6 +363,13 @@ async def local_state(settings: Settings, platform: Platform) -> AsyncIterator[A
         await redis.aclose()
 
 
+async def wait_for_reply(platform: Platform, message_id: int) -> None:
+    async def answered() -> bool:
+        return bool(await replies_to(platform, message_id))
+
+    await wait(answered)
+
+
 async def wait(predicate: Any, timeout: float = 60.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():
@@ -392,10 +390,7 @@ async def test_offline_the_analytics_agent_answers_through_its_tools_and_says_so
     silent = await post(server, member, built_room, "mail me at someone@example.com, @nobody")
     question = await post(server, member, built_room, "@analytics what are the main themes?")
 
-    async def answered() -> bool:
-        return bool(await replies_to(platform, question["id"]))
-
-    await wait(answered)
+    await wait_for_reply(platform, question["id"])
     [reply] = await replies_to(platform, question["id"])
     assert "main threads" in reply.content and OFFLINE_NOTE in reply.content
     assert reply.meta is not None and reply.meta["offline"] is True
