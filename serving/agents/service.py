@@ -85,9 +85,14 @@ def spec_of(agent: AgentConfig, settings: Settings) -> AgentSpec:
     )
 
 
+def has_model(settings: Settings, spec: AgentSpec) -> bool:
+    """An agent has a model when it has its own endpoint or the server has an LLM."""
+    return bool(spec.base_url or settings.uses_llm)
+
+
 def agent_llm(settings: Settings, spec: AgentSpec) -> AgentLLM | None:
     """The agent's model client; None offline (no server LLM and no endpoint of its own)."""
-    if not (spec.base_url or settings.uses_llm):
+    if not has_model(settings, spec):
         return None
     return AgentLLM(
         api_key=spec.api_key or (settings.openai_api_key or ""),
@@ -264,34 +269,14 @@ async def sandbox(
         spec = analytics_spec(state.settings)
     else:
         spec = spec_of(await find_agent(session, room.id, agent_id), state.settings)
-    question = _question(message) or message
-    llm = agent_llm(state.settings, spec)
-    history = await recent_history(
-        state.platform, room.id, None, state.settings.agent_history_tokens
-    )
     try:
-        result = await asyncio.wait_for(
-            run_turn(
-                state.platform,
-                room.id,
-                spec,
-                question,
-                build_messages(spec, history, actor.full_name, question),
-                llm,
-                _noop,
-                state.settings.agent_max_tool_rounds,
-            ),
-            state.settings.agent_timeout_seconds,
-        )
+        result = await _turn(state, room.id, spec, actor.full_name, message, None, _noop)
     except (AgentLLMError, TimeoutError) as error:
         log.warning("sandbox of %s failed: %s", spec.name, error)
         raise Unprocessable(
             f"{spec.name} could not answer: its language model failed ({_reason(error)})",
             "agent_failed",
         ) from None
-    finally:
-        if llm is not None:
-            await llm.aclose()
     return SandboxOut(
         agent=spec.name,
         model=spec.model,
@@ -493,15 +478,41 @@ async def run_reply(
     callers that stream and store the reply themselves (``serving.a2a``). Returns the reply to
     store and its meta (``model``, ``offline``, ``tool_calls``, ``citations``); when the model
     fails, a short apology and ``error`` (the exception's class) instead."""
+    meta: dict[str, Any] = {"model": spec.model}
+    try:
+        result = await _turn(state, room_id, spec, speaker, text, message_id, on_delta)
+        content = result.reply or "I have nothing to add."
+        meta |= {
+            "offline": result.offline,
+            "tool_calls": [t.model_dump() for t in _tool_calls(result)],
+            "citations": result.citations,
+        }
+    except (AgentLLMError, TimeoutError, DomainError) as error:
+        log.warning("agent %s failed on message %s: %r", spec.name, message_id, error)
+        content = f"Sorry, I couldn't answer that: my language model failed ({_reason(error)})."
+        meta |= {"offline": not has_model(state.settings, spec), "error": type(error).__name__}
+    return content, meta
+
+
+async def _turn(
+    state: AppState,
+    room_id: uuid.UUID,
+    spec: AgentSpec,
+    speaker: str,
+    text: str,
+    up_to_message: int | None,
+    on_delta: DeltaSink,
+) -> AgentResult:
+    """One agent turn: the room's history up to the message, the agent's model (or its tools
+    offline), within the reply timeout. Model failures and timeouts raise."""
     settings = state.settings
     question = _question(text) or text
     llm = agent_llm(settings, spec)
-    meta: dict[str, Any] = {"model": spec.model}
     try:
         history = await recent_history(
-            state.platform, room_id, message_id, settings.agent_history_tokens
+            state.platform, room_id, up_to_message, settings.agent_history_tokens
         )
-        result = await asyncio.wait_for(
+        return await asyncio.wait_for(
             run_turn(
                 state.platform,
                 room_id,
@@ -514,20 +525,9 @@ async def run_reply(
             ),
             settings.agent_timeout_seconds,
         )
-        content = result.reply or "I have nothing to add."
-        meta |= {
-            "offline": result.offline,
-            "tool_calls": [t.model_dump() for t in _tool_calls(result)],
-            "citations": result.citations,
-        }
-    except (AgentLLMError, TimeoutError, DomainError) as error:
-        log.warning("agent %s failed on message %s: %r", spec.name, message_id, error)
-        content = f"Sorry, I couldn't answer that: my language model failed ({_reason(error)})."
-        meta |= {"offline": llm is None, "error": type(error).__name__}
     finally:
         if llm is not None:
             await llm.aclose()
-    return content, meta
 
 
 async def store_reply(
