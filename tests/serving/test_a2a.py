@@ -49,13 +49,14 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from dbschema.models import Message as RoomMessage
 from dbschema.models import UserRole
-from knowledge import rooms
 from knowledge.agents.runtime import OFFLINE_NOTE
 from knowledge.platform import Platform
 from knowledge.settings import Settings
 from serving.a2a.http import A2AHttp
 from serving.auth.security import ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER
 from tests.llm_server import FakeOpenAI
+from tests.serving import agent_worker as agent_helpers
+from tests.serving.agent_worker import member_of
 from tests.serving.conftest import LiveServer, Person, committed_person
 
 SECRET = "sk-a2a-agent-secret-42"
@@ -85,14 +86,6 @@ def server(a2a_settings: Settings) -> Iterator[LiveServer]:
 @pytest.fixture(autouse=True)
 def _reset(fake: FakeOpenAI) -> None:
     fake.reset()
-
-
-async def member_of(platform: Platform, settings: Settings, room_id: str, role: UserRole) -> Person:
-    person = await committed_person(platform, settings, role)
-    async with platform.session() as session:
-        await rooms.add_member(session, uuid.UUID(room_id), person.user.id)
-        await session.commit()
-    return person
 
 
 @pytest.fixture
@@ -189,19 +182,16 @@ def task_count(server: LiveServer) -> int:
 async def create_agent(
     server: LiveServer, admin: Person, room_id: str, fake: FakeOpenAI, **extra: Any
 ) -> dict[str, Any]:
-    body = {
-        "name": f"tutor{uuid.uuid4().hex[:6]}",
-        "system_prompt": "You are a careful tutor.",
-        "model": "tutor-model-a2a",
-        "tools": ["graph_query", "search_messages"],
-        "base_url": fake.base_url,
-        "api_key": SECRET,
+    return await agent_helpers.create_agent(
+        server,
+        admin,
+        room_id,
+        fake,
+        model="tutor-model-a2a",
+        api_key=SECRET,
+        prefix="tutor",
         **extra,
-    }
-    async with admin.http(server) as client:
-        response = await client.post(f"/api/v1/rooms/{room_id}/agents", json=body)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
+    )
 
 
 async def assert_exchange_in_room(

@@ -19,7 +19,6 @@ from sqlalchemy import select, text
 from websockets.asyncio.client import ClientConnection, connect
 
 from dbschema.models import AgentConfig, Message, UserRole
-from knowledge import rooms
 from knowledge.agents.runtime import OFFLINE_NOTE
 from knowledge.platform import Platform, redis_url
 from knowledge.settings import Settings
@@ -31,7 +30,8 @@ from serving.chat.broadcast import Broadcaster
 from serving.graph.dagster import DagsterGateway
 from serving.state import AppState, platform_sessions
 from tests.llm_server import FakeOpenAI
-from tests.serving.agent_worker import WorkerThread
+from tests.serving import agent_worker as agent_helpers
+from tests.serving.agent_worker import WorkerThread, member_of
 from tests.serving.conftest import LiveServer, Person, committed_person
 
 RECV_TIMEOUT = 30  # hang guards, not timing assertions
@@ -72,30 +72,19 @@ def _reset(fake: FakeOpenAI) -> None:
     fake.reset()
 
 
-async def member_of(platform: Platform, settings: Settings, room_id: str, role: UserRole) -> Person:
-    person = await committed_person(platform, settings, role)
-    async with platform.session() as session:
-        await rooms.add_member(session, uuid.UUID(room_id), person.user.id)
-        await session.commit()
-    return person
-
-
 async def create_agent(
     server: LiveServer, admin: Person, room_id: str, fake: FakeOpenAI, **extra: Any
 ) -> dict[str, Any]:
-    body = {
-        "name": f"helper{uuid.uuid4().hex[:6]}",
-        "system_prompt": "You are a careful tutor.",
-        "model": "tutor-model-1",
-        "tools": ["graph_query", "search_messages"],
-        "base_url": fake.base_url,
-        "api_key": SECRET,
+    return await agent_helpers.create_agent(
+        server,
+        admin,
+        room_id,
+        fake,
+        model="tutor-model-1",
+        api_key=SECRET,
+        prefix="helper",
         **extra,
-    }
-    async with admin.http(server) as client:
-        response = await client.post(f"/api/v1/rooms/{room_id}/agents", json=body)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
+    )
 
 
 async def socket(server: LiveServer, person: Person, room_id: str) -> ClientConnection:
