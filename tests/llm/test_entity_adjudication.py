@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from knowledge.graph import Entity, RoomGraph
-from knowledge.indexing import _model_merges
+from knowledge.indexing.graph import _model_merges
 from knowledge.platform import open_platform
 from knowledge.resolution import resolve
 from knowledge.settings import Settings
