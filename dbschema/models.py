@@ -169,11 +169,13 @@ class RoomChunk(Base):
     """A token-bounded chunk of a room's messages or of one artifact."""
 
     __tablename__ = "room_chunks"
-    __table_args__ = (Index("ix_room_chunks_room_id", "room_id"),)
+    __table_args__ = (Index("ix_room_chunks_room_position", "room_id", "position"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     room_id: Mapped[str] = mapped_column(String(64))
     ordinal: Mapped[int] = mapped_column(Integer)
+    #: Sorts in room order and stays put when other chunks change (``knowledge.chunking``).
+    position: Mapped[str] = mapped_column(String(80))
     text: Mapped[str] = mapped_column(Text)
     n_tokens: Mapped[int] = mapped_column(Integer)
     message_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), default=list)

@@ -48,6 +48,21 @@ class Chunk:
     n_tokens: int
     message_ids: tuple[int, ...] = field(default=())
     artifact_id: str | None = None
+    # Where the chunk sits in the room, as a string that sorts in room order and does not move
+    # when chunks are added or removed elsewhere (unlike ``ordinal``); see ``message_position``.
+    position: str = ""
+
+
+def message_position(message: SourceMessage, part: int = 0) -> str:
+    """The position of a chunk that starts with ``message``: its time, its id, and the window
+    number when one long message is split into several chunks. Conversation chunks sort before
+    artifact chunks (``artifact_position``)."""
+    micros = int(message.created_at.timestamp() * 1_000_000) if message.created_at else 0
+    return f"m{micros:020d}.{message.id:020d}.{part:06d}"
+
+
+def artifact_position(artifact_id: str, index: int) -> str:
+    return f"z{artifact_id}.{index:06d}"
 
 
 def chunk_id(room_id: str, text: str) -> str:
@@ -85,7 +100,7 @@ def chunk_messages(
 
     chunks: list[Chunk] = []
 
-    def emit(parts: list[tuple[SourceMessage, str, int]]) -> None:
+    def emit(parts: list[tuple[SourceMessage, str, int]], part: int = 0) -> None:
         text = "\n".join(line for _, line, _ in parts)
         chunks.append(
             Chunk(
@@ -95,6 +110,7 @@ def chunk_messages(
                 text=text,
                 n_tokens=sum(n for _, _, n in parts),
                 message_ids=tuple(m.id for m, _, _ in parts),
+                position=message_position(parts[0][0], part),
             )
         )
 
@@ -120,8 +136,8 @@ def chunk_messages(
             if fresh:
                 emit(current)
             current, current_tokens, fresh = [], 0, 0
-            for window in _windows(encode(line), max_tokens, overlap_tokens):
-                emit([(message, decode(window), len(window))])
+            for part, window in enumerate(_windows(encode(line), max_tokens, overlap_tokens)):
+                emit([(message, decode(window), len(window))], part)
             continue
         if fresh and _is_anchor(message.id, modulus) and current_tokens >= max_tokens // 4:
             # A hard boundary without overlap: both sides of an earlier edit agree from here.
@@ -164,6 +180,7 @@ def chunk_artifact(
                 text=text,
                 n_tokens=len(window) + count_tokens(header),
                 artifact_id=artifact.id,
+                position=artifact_position(artifact.id, i),
             )
         )
     return chunks

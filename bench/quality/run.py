@@ -138,7 +138,7 @@ async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # t
     systems: dict[str, RetrievalOptions | None] = {
         "ours": RetrievalOptions(),
         "no-graph": RetrievalOptions(
-            signals=frozenset({"lexical", "dense", "context", "speaker", "time"})
+            signals=frozenset({"lexical", "clauses", "dense", "context", "speaker", "time"})
         ),
         "no-rerank": RetrievalOptions(rerank="none"),
     }

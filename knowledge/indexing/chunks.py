@@ -52,7 +52,8 @@ async def sync_chunks(platform: Platform, room_id: str) -> ChunkSync:
         if chunks:
             stmt = insert(RoomChunk).values([_chunk_row(c) for c in chunks])
             stmt = stmt.on_conflict_do_update(
-                index_elements=["id"], set_={"ordinal": stmt.excluded.ordinal}
+                index_elements=["id"],
+                set_={"ordinal": stmt.excluded.ordinal, "position": stmt.excluded.position},
             )
             await session.execute(stmt)
         await session.commit()
@@ -85,6 +86,7 @@ def _chunk_row(chunk: Chunk) -> dict:
         "id": chunk.id,
         "room_id": chunk.room_id,
         "ordinal": chunk.ordinal,
+        "position": chunk.position,
         "text": chunk.text,
         "n_tokens": chunk.n_tokens,
         "message_ids": list(chunk.message_ids),
@@ -95,6 +97,6 @@ def _chunk_row(chunk: Chunk) -> dict:
 async def room_chunks(platform: Platform, room_id: str) -> list[RoomChunk]:
     async with platform.session() as session:
         rows = await session.execute(
-            select(RoomChunk).where(RoomChunk.room_id == room_id).order_by(RoomChunk.ordinal)
+            select(RoomChunk).where(RoomChunk.room_id == room_id).order_by(RoomChunk.position)
         )
         return list(rows.scalars().all())

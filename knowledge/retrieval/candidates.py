@@ -1,6 +1,8 @@
 """Candidate generators: each proposes ranked units of evidence and says which signal found them.
 
 - ``lexical``: BM25 over every message and artifact passage (the evidence index);
+- ``clauses``: BM25 of each clause of a many-clause question on its own (a multi-hop question
+  states one hop and asks another), the clauses' rankings interleaved;
 - ``dense``: cosine over message embeddings (speaker + text), when the embedder is a real model;
 - ``context``: the turns just before and after the best lexical hits (a short reply such as
   "yes, Thursday works" is evidence for the question its neighbour asked);
@@ -72,6 +74,10 @@ class SearchContext:
         return self.query_vector
 
 
+#: Rank offset when the clauses' rankings are merged: small, so each clause's best hits lead.
+CLAUSE_RANK_K = 5
+
+
 def _from_hits(signal: str, hits: Sequence[VectorHit], note: str = "") -> CandidateList:
     return CandidateList(signal, [Candidate(h.id, h.score) for h in hits], note)
 
@@ -82,6 +88,32 @@ async def lexical(ctx: SearchContext) -> CandidateList:
     )
     ctx.lexical_hits = list(hits)
     return _from_hits("lexical", hits, f"BM25 over {len(set(ctx.plan.terms))} terms")
+
+
+async def clauses(ctx: SearchContext) -> CandidateList:
+    """BM25 of each clause of a many-clause question on its own, interleaved by rank.
+
+    A multi-hop question states its first hop and asks its second ("Marcius names two
+    tribunes. What do those two later plan to tell the people?"); over the whole question the
+    longer clause's terms drown the other's, so the message that answers one clause ranks
+    below messages that match a few terms of both.
+    """
+    parts = ctx.plan.clauses
+    if not parts:
+        return CandidateList("clauses", note="one clause")
+    results = await ctx.platform.vectors.search_lexical_many(
+        EVIDENCE, ctx.room_id, parts, ctx.depth
+    )
+    scores: dict[str, float] = {}
+    for hits in results:
+        for rank, hit in enumerate(hits, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (CLAUSE_RANK_K + rank)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: ctx.depth]
+    return CandidateList(
+        "clauses",
+        [Candidate(u, s) for u, s in ranked],
+        f"{len(parts)} clauses: " + " | ".join(" ".join(p[:4]) for p in parts),
+    )
 
 
 async def dense(ctx: SearchContext) -> CandidateList:

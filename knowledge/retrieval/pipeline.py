@@ -41,11 +41,12 @@ from knowledge.text import excerpt
 
 log = logging.getLogger(__name__)
 
-SIGNALS = ("lexical", "dense", "context", "graph", "speaker", "time", "reports")
+SIGNALS = ("lexical", "clauses", "dense", "context", "graph", "speaker", "time", "reports")
 #: Fusion weights. Lexical and dense are the primary text signals; the others add units the
 #: text signals rank low (replies, aliases, a speaker's or a week's messages).
 DEFAULT_WEIGHTS = {
     "lexical": 1.0,
+    "clauses": 0.8,
     "dense": 1.0,
     "context": 0.3,
     "graph": 0.6,
@@ -250,6 +251,8 @@ async def retrieve(
     units = await load_units(platform, room_id, [c.unit_id for c in lexical.candidates[:20]])
     neighbours = {uid: (u.previous_id, u.next_id) for uid, u in units.items()}
     jobs: list[tuple[str, Callable[[], Awaitable[CandidateList]]]] = []
+    if "clauses" in enabled:
+        jobs.append(("clauses", lambda: gen.clauses(ctx)))
     if "context" in enabled:
         jobs.append(("context", lambda: gen.context_turns(ctx, lexical, neighbours)))
     if "dense" in enabled and (platform.embedder.semantic or options.force_dense):

@@ -38,6 +38,9 @@ class QueryPlan:
     #: Whether the question asks what someone said (speaker names then weigh more).
     speech: bool
     time: TimeIntent = field(default_factory=TimeIntent)
+    #: Analyzed terms of each clause, when the question has two or more (a multi-hop question
+    #: states its first hop and asks its second: "X did Y. What did X's partner say?").
+    clauses: list[list[str]] = field(default_factory=list)
 
 
 def mentioned_entities(question: str, names: set[str]) -> list[str]:
@@ -66,6 +69,24 @@ def mentioned_entities(question: str, names: set[str]) -> list[str]:
         found += containing[:2]
         covered.add(lower)
     return found
+
+
+#: Where a question's clauses meet: the end of a sentence, a dash, a colon or semicolon, and a
+#: comma or "and" that opens a new question ("…, and what…", "…, who…").
+_CLAUSE_BREAK = re.compile(
+    r"(?<=[.?!;:])\s+|\s+[-–—]+\s+|,?\s+and\s+(?=(?:what|who|whom|whose|which|where|when|why|how)\b)"
+    r"|,\s+(?=(?:what|who|whom|whose|which|where|when|why|how|did|does|do|is|was|were)\b)",
+    re.IGNORECASE,
+)
+_MIN_CLAUSE_TERMS = 2
+
+
+def split_clauses(topic: str) -> list[list[str]]:
+    """The analyzed terms of each clause of a question with two or more (each of at least two
+    terms); an empty list for a one-clause question."""
+    clauses = [analyze(part) for part in _CLAUSE_BREAK.split(topic)]
+    clauses = [c for c in clauses if len(set(c)) >= _MIN_CLAUSE_TERMS]
+    return clauses if len(clauses) > 1 else []
 
 
 def _speaker_forms(speaker: str) -> set[str]:
@@ -106,4 +127,5 @@ def plan_query(
         speakers=named_speakers,
         speech=bool(_SPEECH_CUES.search(question)),
         time=intent,
+        clauses=split_clauses(topic),
     )

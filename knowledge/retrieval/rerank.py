@@ -61,6 +61,9 @@ class OfflineWeights:
     speaker: float = 0.10
     time: float = 0.15
     direction: float = 0.15
+    #: Share of the prior, coverage, entity and speaker features a unit loses when it is
+    #: little more than a name the question uses (no other question term, one other word).
+    name_only: float = 0.5
 
 
 class OfflineReranker:
@@ -89,7 +92,17 @@ class OfflineReranker:
             )
             for name, fs in plan.entity_forms.items()
         }
+        clauses = [
+            (terms, sum(self.idf[t] for t in terms) or 1.0)
+            for c in plan.clauses
+            if (terms := [t for t in dict.fromkeys(c) if t in self.idf])
+        ]
         speakers = {s.lower() for s in plan.speakers}
+        # The terms that only name who or what the question is about; the rest say what it asks.
+        name_terms = {
+            t for name, fs in plan.entity_forms.items() for f in (name, *fs) for t in analyze(f)
+        } | {t for s in plan.speakers for t in analyze(s)}
+        content_terms = {t for t in query_terms if t not in name_terms}
         best_prior = max((i.fused.score for i in items), default=1.0) or 1.0
         times = sorted(i.unit.time.timestamp() for i in items if i.unit.time is not None)
         out = []
@@ -97,8 +110,8 @@ class OfflineReranker:
             terms = analyze(item.unit.text)
             present = set(terms)
             around = present | {t for text in item.neighbours for t in analyze(text)}
-            coverage = sum(self.idf[t] for t in query_terms if t in present) / total
-            context = sum(self.idf[t] for t in query_terms if t in around) / total
+            coverage = self._coverage(query_terms, total, clauses, present)
+            context = self._coverage(query_terms, total, clauses, around)
             phrase = sum(1 for p in pairwise(terms) if p in pairs) / len(pairs) if pairs else 0.0
             phrase = min(1.0, phrase)
             speaker = (item.unit.speaker or "").lower()
@@ -130,8 +143,35 @@ class OfflineReranker:
                 + w.time * in_window
                 + w.direction * plan.time.direction * (position - 0.5) * 2
             )
+            if content_terms and not content_terms & present and len(present - name_terms) <= 1:
+                # A name alone ("Call Coriolanus.", "Caius Marcius Coriolanus!") is no evidence
+                # of what the question asks about its bearer: such a unit keeps only what its
+                # neighbours share with the question and the time features.
+                score -= w.name_only * (
+                    w.prior * item.fused.score / best_prior
+                    + w.coverage * coverage
+                    + w.entities * entities
+                    + w.speaker * said_by * (1.0 if plan.speech else 0.5)
+                )
             out.append(score)
         return out
+
+
+    def _coverage(
+        self,
+        query_terms: list[str],
+        total: float,
+        clauses: list[tuple[list[str], float]],
+        present: set[str],
+    ) -> float:
+        """The IDF-weighted share of the question's terms ``present`` has; for a question of
+        several clauses, half of it is the share of its best-covered clause (a message that
+        answers one hop fully is as good evidence as one that touches every hop a little)."""
+        whole = sum(self.idf[t] for t in query_terms if t in present) / total
+        if not clauses:
+            return whole
+        best = max(sum(self.idf[t] for t in terms if t in present) / n for terms, n in clauses)
+        return 0.5 * whole + 0.5 * best
 
 
 def _rank_position(sorted_times: list[float], ts: float) -> float:
