@@ -21,6 +21,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -180,6 +181,25 @@ class RoomChunk(Base):
     n_tokens: Mapped[int] = mapped_column(Integer)
     message_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), default=list)
     artifact_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class RoomChange(Base):
+    """A message or artifact that changed, not yet seen by one index step (``consumer``).
+
+    Written by triggers on ``messages``, ``artifacts`` and ``users`` in the same transaction
+    as the change, so no change is missed whatever commit order or clock; a step deletes the
+    rows it consumed in the transaction that writes its result."""
+
+    __tablename__ = "room_changes"
+    __table_args__ = (Index("ix_room_changes_room_consumer", "room_id", "consumer", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64))
+    consumer: Mapped[str] = mapped_column(String(20))
+    #: Both null: the whole room.
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    artifact_id: Mapped[str | None] = mapped_column(String(64))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class ChunkExtraction(Base):

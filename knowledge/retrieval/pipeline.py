@@ -275,7 +275,7 @@ async def retrieve(
     t0 = time.perf_counter()
     weights = dict(options.weights)
     if plan.speakers and not plan.speech:
-        weights["speaker"] = weights.get("speaker", 0.0) * 0.4
+        weights["speaker"] = weights.get("speaker", 0.0) * 0.0
     fused = fuse(lists, weights)
     stages.append(StageReport("fusion", len(fused), time.perf_counter() - t0))
     pool = fused[: max(top_k * 6, 60)]
