@@ -6,11 +6,14 @@ the daemon started later find the same runs, event logs and schedules as the CLI
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -18,6 +21,33 @@ from knowledge.platform import database_url, with_driver
 from knowledge.settings import Settings
 
 DAGSTER_DATABASE = "dagster"
+
+
+class RoomInstance(DagsterInstance):
+    """Dagster's instance, minus one call that deadlocks runs sharing a process.
+
+    Every run's log manager asks the instance for its ``python_logs`` handlers, and Dagster
+    answers by calling ``logging.config.dictConfig`` even when none are configured. That call
+    closes every logging handler of the process (taking each handler's lock) while it holds
+    logging's module lock. With runs in threads of one daemon (``ThreadRunLauncher``), a run
+    storing an event holds its event handler's lock and then needs the module lock, so a second
+    room's run starting at that moment hung the daemon for good. Without a configured
+    ``dagster_handler_config`` there are no handlers to build, so nothing is called; with one,
+    Dagster's own code runs (under Dagster's default, one process per run, it is safe).
+    """
+
+    @classmethod
+    def config_schema(cls) -> dict:
+        return {}
+
+    @staticmethod
+    def config_defaults(base_dir: str) -> dict:
+        return dict(InstanceRef.config_defaults(base_dir))
+
+    def get_yaml_python_handlers(self) -> Sequence[logging.Handler]:
+        if not self.get_python_log_dagster_handler_config():
+            return []
+        return super().get_yaml_python_handlers()
 
 
 def dagster_storage_url(settings: Settings) -> str:
@@ -51,6 +81,7 @@ def dagster_home(settings: Settings) -> Path:
 
 def instance_config(settings: Settings) -> dict:
     return {
+        "instance_class": {"module": "pipelines.instance", "class": "RoomInstance"},
         "storage": {"postgres": {"postgres_url": dagster_storage_url(settings)}},
         "telemetry": {"enabled": False},
         # Dagster's QueuedRunCoordinator; the daemon loads it at start-up, which shortens its

@@ -19,6 +19,9 @@ a second. ``compose.yaml`` keeps the default, process-isolated launcher.
   instruction (a call blocked in C, e.g. a socket read, is interrupted when it returns), and
   Dagster records the run as canceled.
 - A crash of one run still takes the daemon down with it (runs share its process).
+- Runs also share the process's ``logging``: the instance class (``RoomInstance`` in
+  ``pipelines/instance.py``) keeps a starting run from re-configuring it under a running one,
+  which deadlocked two rooms' runs.
 
 **The sensor loop.** Dagster's sensor daemon sleeps so that each of its loops lasts at least
 ``MIN_INTERVAL_LOOP_TIME`` (5 s, a private constant; Dagster has no setting for it), which

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -191,3 +192,33 @@ def test_runs_not_launched_in_a_thread_are_left_alone(
         assert launcher.check_run_worker_health(own).status == WorkerStatus.FAILED
     finally:
         dagster_instance.delete_run(run.run_id)
+
+
+# --- runs sharing the daemon's process ----------------------------------------------------------
+
+
+class _HeldHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - never logged to
+        pass
+
+
+def test_starting_a_run_does_not_wait_for_another_runs_logging_handler(
+    dagster_instance: DagsterInstance,
+) -> None:
+    """A run's log manager asks the instance for its handlers. Dagster's answer re-ran
+    ``logging.config.dictConfig``, which takes every handler's lock (closing it) while holding
+    logging's module lock: with another run holding its event handler's lock and waiting for
+    the module lock, two rooms' runs in one daemon deadlocked for good."""
+    held = _HeldHandler()
+    logging.getLogger("tests.a_running_run").addHandler(held)
+    held.acquire()  # what a running run's handler holds while it stores an event
+    try:
+        asked = threading.Thread(target=dagster_instance.get_handlers, daemon=True)
+        asked.start()
+        asked.join(5)
+        waited = asked.is_alive()
+    finally:
+        held.release()
+        logging.getLogger("tests.a_running_run").removeHandler(held)
+    assert type(dagster_instance).__name__ == "RoomInstance"
+    assert not waited, "the run's log manager set-up waited for another handler's lock"
