@@ -57,7 +57,7 @@ async def prepare() -> tuple[str, int]:
     """Migrate, load and index the sample room, add a member with a password."""
     from dbschema.migrate import upgrade
     from dbschema.models import UserRole
-    from knowledge import rooms
+    from knowledge import rooms, users
     from knowledge.indexing import index_room
     from knowledge.platform import open_platform, sync_engine
     from knowledge.sample import ensure_demo_room
@@ -71,7 +71,7 @@ async def prepare() -> tuple[str, int]:
     async with open_platform(settings) as platform:
         async with platform.session() as session:
             demo = await ensure_demo_room(session, settings.max_message_chars)
-            member = await rooms.create_user(
+            member = await users.create_user(
                 session, EMAIL, "Bench Member", UserRole.student, await hash_password(PASSWORD)
             )
             await rooms.add_member(session, demo.room_id, member.id)

@@ -405,12 +405,12 @@ async def timed_index(platform: Any, room_id: str) -> Build:
 
 
 async def new_room(platform: Any, name: str, rows: list[Any]) -> tuple[str, float]:
-    from knowledge import rooms
+    from knowledge import courses, rooms
     from knowledge.transcripts import import_transcript
 
     started = time.perf_counter()
     async with platform.session() as session:
-        course = await rooms.create_course(session, f"scale {name}")
+        course = await courses.create_course(session, f"scale {name}")
         room = await rooms.create_room(session, course.id, name)
         await import_transcript(session, room.id, rows, platform.settings.max_message_chars)
         await session.commit()
@@ -433,12 +433,12 @@ async def append(platform: Any, room_id: str, rows: list[Any]) -> int:
 async def member_cookies(platform: Any, settings: Any, room_id: str) -> dict[str, str]:
     """A new room member and the cookies of a fresh login session (no password round trip)."""
     from dbschema.models import AuthSession, UserRole
-    from knowledge import rooms
+    from knowledge import rooms, users
     from serving.auth.security import ACCESS_COOKIE, CSRF_COOKIE, create_access_token
     from serving.auth.security import new_csrf_token as csrf
 
     async with platform.session() as session:
-        user = await rooms.create_user(
+        user = await users.create_user(
             session, f"bench.{uuid.uuid4().hex[:10]}@scale.local", "Bench Member", UserRole.student
         )
         await rooms.add_member(session, uuid.UUID(room_id), user.id)

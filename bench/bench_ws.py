@@ -67,7 +67,7 @@ async def prepare(clients: int) -> tuple[str, list[str], dict[str, str]]:
     poster's cookies."""
     from dbschema.migrate import upgrade
     from dbschema.models import AuthSession, UserRole
-    from knowledge import rooms
+    from knowledge import courses, rooms, users
     from knowledge.platform import open_platform, sync_engine
     from knowledge.settings import get_settings
     from serving.auth.security import ACCESS_COOKIE, CSRF_COOKIE, create_access_token
@@ -79,11 +79,11 @@ async def prepare(clients: int) -> tuple[str, list[str], dict[str, str]]:
     engine.dispose()
     headers: list[str] = []
     async with open_platform(settings) as platform, platform.session() as session:
-        course = await rooms.create_course(session, "ws bench")
+        course = await courses.create_course(session, "ws bench")
         room = await rooms.create_room(session, course.id, "ws bench room")
 
         async def member(name: str) -> dict[str, str]:
-            user = await rooms.create_user(
+            user = await users.create_user(
                 session, f"{name}.{uuid.uuid4().hex[:8]}@ws.bench", name, UserRole.student
             )
             await rooms.add_member(session, room.id, user.id)

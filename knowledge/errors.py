@@ -11,3 +11,7 @@ class NotFoundError(DomainError):
 
 class InvalidInputError(DomainError):
     """The input is malformed, empty or too large; nothing was changed."""
+
+
+class VersionConflictError(InvalidInputError):
+    """The object changed since the version the caller last saw; nothing was changed."""

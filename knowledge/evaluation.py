@@ -10,7 +10,7 @@ evidence the answer routes use; no LLM call) and scores the ranking:
 
 Ranks are positions in the evidence list (artifact passages take positions too: they are what
 a reader would see). The CRUD functions take an ``AsyncSession`` and flush, never commit (like
-:mod:`knowledge.rooms`).
+:mod:`knowledge.rooms` and the other relational modules).
 """
 
 from __future__ import annotations

@@ -34,10 +34,11 @@ from typing import Any
 from sqlalchemy import func, select
 
 from dbschema.models import Artifact, Message
+from knowledge.chat import load_room_sources
 from knowledge.graph import Community, CommunityReport
 from knowledge.indexing import room_chunks
 from knowledge.platform import Platform
-from knowledge.rooms import get_room, load_room_sources
+from knowledge.rooms import get_room
 
 #: Namespace of every exported id (uuid5 of "<room>/<kind>/<key>").
 EXPORT_NAMESPACE = uuid.UUID("6f7c1c3e-2a55-4d0e-9a43-3b0f3c2f9d11")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from knowledge.chat import count_messages
 from knowledge.graph import normalize_name
 from knowledge.indexing import room_state
 from knowledge.platform import Platform
-from knowledge.rooms import count_messages, parse_room_id
+from knowledge.rooms import parse_room_id
 
 
 @dataclass

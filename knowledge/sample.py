@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import Course, Room, User, UserRole
-from knowledge import rooms
+from knowledge import chat, courses, rooms
+from knowledge import users as user_db
 
 DEMO_COURSE = "CoAgent demo course"
 DEMO_ROOM = "Coriolanus reading room"
@@ -49,7 +50,7 @@ async def ensure_demo_room(session: AsyncSession, max_message_chars: int) -> Dem
     """
     course = (await session.execute(select(Course).where(Course.name == DEMO_COURSE))).scalar()
     if course is None:
-        course = await rooms.create_course(session, DEMO_COURSE, description="Sample data")
+        course = await courses.create_course(session, DEMO_COURSE, description="Sample data")
     room = (
         await session.execute(
             select(Room).where(Room.course_id == course.id, Room.name == DEMO_ROOM)
@@ -63,14 +64,14 @@ async def ensure_demo_room(session: AsyncSession, max_message_chars: int) -> Dem
         email = _email(speaker)
         user = (await session.execute(select(User).where(User.email == email))).scalar()
         if user is None:
-            user = await rooms.create_user(session, email, speaker, role=UserRole.student)
+            user = await user_db.create_user(session, email, speaker, role=UserRole.student)
         users[speaker] = user.id
         await rooms.add_member(session, room.id, user.id)
     loaded = 0
-    if await rooms.count_messages(session, room.id) == 0:
-        loaded = await rooms.post_messages(
+    if await chat.count_messages(session, room.id) == 0:
+        loaded = await chat.post_messages(
             session, room.id, [(users[s.speaker], s.text) for s in speeches], max_message_chars
         )
-    total = await rooms.count_messages(session, room.id)
+    total = await chat.count_messages(session, room.id)
     await session.commit()
     return DemoRoom(room.id, course.id, len(users), loaded, total)

@@ -11,7 +11,7 @@ A transcript has one row per message, in conversation order, with the columns
 Other columns are ignored. Any problem refuses the whole file with ``TranscriptError`` naming
 the line (1-based: the line for JSONL, the data row for CSV and Parquet, header not counted)
 and the reason; nothing is written then. ``import_transcript`` flushes, never commits: the
-caller owns the transaction (like ``knowledge.rooms``) and announces the change.
+caller owns the transaction (like ``knowledge.chat``) and announces the change.
 """
 
 from __future__ import annotations

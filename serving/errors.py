@@ -17,8 +17,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
-from knowledge.errors import DomainError, InvalidInputError, NotFoundError
-from knowledge.rooms import VersionConflictError
+from knowledge.errors import (
+    DomainError,
+    InvalidInputError,
+    NotFoundError,
+    VersionConflictError,
+)
 
 log = logging.getLogger(__name__)
 

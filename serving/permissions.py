@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import AgentConfig, Artifact, Course, Room, User, UserRole
-from knowledge import rooms
-from knowledge.rooms import MessageRecord
+from knowledge import courses, rooms
+from knowledge.chat import MessageRecord
 from serving.errors import Forbidden
 
 ADMINS = frozenset({UserRole.super_admin, UserRole.admin})
@@ -167,11 +167,11 @@ class Permissions:
         return RoomLevel.READER if member is not None else RoomLevel.NONE
 
     async def _manages_course(self, user: User, course_id: uuid.UUID) -> bool:
-        role = await rooms.course_role(self.session, course_id, user.id)
+        role = await courses.course_role(self.session, course_id, user.id)
         return role in COURSE_MANAGER_ROLES
 
     async def _can_see_course(self, user: User, course: Course) -> bool:
-        return await rooms.course_visible_to(self.session, course.id, user.id)
+        return await courses.course_visible_to(self.session, course.id, user.id)
 
 
 def _room_id_of(resource: Resource) -> uuid.UUID:

@@ -42,7 +42,8 @@ warnings.filterwarnings("ignore")
 
 from dbschema.migrate import upgrade  # noqa: E402
 from dbschema.models import UserRole  # noqa: E402
-from knowledge import rooms  # noqa: E402
+from knowledge import chat, courses, rooms  # noqa: E402
+from knowledge import users as user_db  # noqa: E402
 from knowledge.indexing import room_state  # noqa: E402
 from knowledge.platform import Platform, open_platform, sync_engine  # noqa: E402
 from knowledge.settings import Settings, get_settings  # noqa: E402
@@ -162,12 +163,12 @@ async def make_room(
 ) -> str:
     """Create a course, a room, one user per speaker and the (speaker, text) messages."""
     async with platform.session() as session:
-        course = await rooms.create_course(session, f"course {uuid.uuid4().hex[:6]}")
+        course = await courses.create_course(session, f"course {uuid.uuid4().hex[:6]}")
         room = await rooms.create_room(session, course.id, name)
         users: dict[str, uuid.UUID] = {}
         for speaker, _ in lines:
             if speaker not in users:
-                user = await rooms.create_user(
+                user = await user_db.create_user(
                     session,
                     f"{speaker.lower().replace(' ', '.')}.{uuid.uuid4().hex[:8]}@test.local",
                     speaker,
@@ -176,7 +177,7 @@ async def make_room(
                 users[speaker] = user.id
                 await rooms.add_member(session, room.id, user.id)
         if lines:
-            await rooms.post_messages(
+            await chat.post_messages(
                 session,
                 room.id,
                 [(users[s], text) for s, text in lines],
@@ -189,10 +190,10 @@ async def make_room(
 async def add_messages(platform: Platform, room_id: str, lines: Sequence[tuple[str, str]]) -> None:
     async with platform.session() as session:
         for speaker, text in lines:
-            user = await rooms.create_user(
+            user = await user_db.create_user(
                 session, f"{uuid.uuid4().hex[:10]}@test.local", speaker, UserRole.student
             )
-            await rooms.post_message(
+            await chat.post_message(
                 session, room_id, user.id, text, platform.settings.max_message_chars
             )
         await session.commit()

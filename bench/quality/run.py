@@ -90,6 +90,8 @@ async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # t
 
     from dbschema.models import Message
     from knowledge import rooms
+    from knowledge.artifacts import create_artifact
+    from knowledge.courses import create_course
     from knowledge.indexing import index_room
     from knowledge.lexical import BM25Index
     from knowledge.retrieval import RetrievalOptions
@@ -97,13 +99,13 @@ async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # t
     from knowledge.transcripts import import_transcript
 
     async with platform.session() as session:
-        course = await rooms.create_course(session, f"bench {golden.name}")
+        course = await create_course(session, f"bench {golden.name}")
         room = await rooms.create_room(session, course.id, golden.name)
         result = await import_transcript(
             session, room.id, golden.rows, platform.settings.max_message_chars
         )
         for artifact in golden.artifacts:
-            await rooms.create_artifact(
+            await create_artifact(
                 session,
                 room.id,
                 artifact["title"],

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from knowledge import rooms
+from knowledge import chat
 from knowledge.agents.llm import AgentLLM, AssistantTurn
 from knowledge.agents.tools import SPECS, ToolResult, call_tool
 from knowledge.platform import Platform
@@ -65,7 +65,7 @@ async def recent_history(
     ``[#id] speaker (time): text`` lines within ``budget_tokens``."""
     before = up_to_message + 1 if up_to_message is not None else None
     async with platform.session() as session:
-        records, _ = await rooms.list_messages(session, room_id, _HISTORY_MESSAGES, before, None)
+        records, _ = await chat.list_messages(session, room_id, _HISTORY_MESSAGES, before, None)
     lines: list[str] = []
     used = 0
     for record in sorted(records, key=lambda r: r.id, reverse=True):

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from knowledge import rooms
+from knowledge import artifacts
 from knowledge.errors import DomainError
 from knowledge.platform import Platform
 from knowledge.search import answer_question, find_evidence
@@ -121,7 +121,7 @@ async def list_artifacts(
     platform: Platform, room_id: uuid.UUID, args: dict[str, Any]
 ) -> ToolResult:
     async with platform.session() as session:
-        found, total = await rooms.list_artifacts(session, room_id, 50, 0)
+        found, total = await artifacts.list_artifacts(session, room_id, 50, 0)
     items = [{"id": str(a.id), "title": a.title, "version": a.version} for a in found]
     return ToolResult("list_artifacts", {}, {"artifacts": items, "total": total})
 
@@ -129,7 +129,7 @@ async def list_artifacts(
 async def read_artifact(platform: Platform, room_id: uuid.UUID, args: dict[str, Any]) -> ToolResult:
     artifact_id = _text_arg(args, "artifact_id", "id")
     async with platform.session() as session:
-        artifact = await rooms.get_artifact(session, room_id, artifact_id)
+        artifact = await artifacts.get_artifact(session, room_id, artifact_id)
     content = artifact.content
     output = {
         "id": str(artifact.id),

@@ -9,10 +9,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
 from dbschema.models import ChunkExtraction, RoomChunk
+from knowledge.chat import load_room_sources
 from knowledge.chunking import Chunk, chunk_room
 from knowledge.indexing.vectors import VectorSync, sync_vectors
 from knowledge.platform import Platform
-from knowledge.rooms import load_room_sources
 from knowledge.stores.base import CHUNKS
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from dbschema.models import RoomChunk
+from knowledge.chat import load_room_sources
 from knowledge.indexing.vectors import VectorSync, sync_vectors
 from knowledge.platform import Platform
-from knowledge.rooms import load_room_sources
 from knowledge.stores.base import EVIDENCE
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
 from dbschema.models import ChunkExtraction, EntityAlias
+from knowledge.chat import room_speakers
 from knowledge.extraction.base import Extraction, ExtractionFailure
 from knowledge.graph import Entity, RoomGraph, merge_extractions
 from knowledge.indexing.chunks import room_chunks
@@ -21,7 +22,6 @@ from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import EntitySummary, SameEntity
 from knowledge.platform import Platform
 from knowledge.resolution import AliasRecord, embedding_pairs, resolve
-from knowledge.rooms import room_speakers
 from knowledge.stores.base import ENTITIES
 
 _EXTRACT_BATCH = 16

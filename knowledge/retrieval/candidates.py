@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from dbschema.models import RoomChunk
+from knowledge.chat import message_ids_between, messages_by_ids
 from knowledge.graph import RoomGraph
 from knowledge.indexing import message_unit_id, passage_unit_id
-from knowledge.lexical import analyze
+from knowledge.lexical import analyze, bm25_idf
 from knowledge.platform import Platform
 from knowledge.retrieval.query import QueryPlan
-from knowledge.rooms import message_ids_between, messages_by_ids
 from knowledge.stores.base import COMMUNITIES, ENTITIES, EVIDENCE, PointFilter, VectorHit
 
 
@@ -66,6 +66,16 @@ class SearchContext:
     lexical_hits: list[VectorHit] = field(default_factory=list)
     #: Terms of the event a time window was anchored on (left out of the window's query).
     event_terms: list[str] = field(default_factory=list)
+    idf: dict[str, float] | None = None
+
+    async def term_idf(self) -> dict[str, float]:
+        """The room's BM25 IDF of each question term (absent terms left out), fetched once."""
+        if self.idf is None:
+            n_docs, frequencies = await self.platform.vectors.term_stats(
+                EVIDENCE, self.room_id, self.plan.terms
+            )
+            self.idf = {t: bm25_idf(n_docs, df) for t, df in frequencies.items() if df > 0}
+        return self.idf
 
     async def question_vector(self) -> list[float]:
         """The question's embedding, computed once for every generator that needs it."""
@@ -74,6 +84,9 @@ class SearchContext:
         return self.query_vector
 
 
+#: The weight of an entity's message that shares no other term with the question, relative to
+#: one that has all of them.
+PROVENANCE_FLOOR = 0.25
 #: Rank offset when the clauses' rankings are merged: small, so each clause's best hits lead.
 CLAUSE_RANK_K = 5
 
@@ -332,6 +345,17 @@ async def graph(
         for name, pattern in patterns.items():
             if speaker_key == name or pattern.search(m.content):
                 hits_of[name].append(message_unit_id(m.id))
+    # A message reached through an entity weighs by how much of the rest of the question it
+    # answers: among the many lines that name a protagonist, the ones on the question's topic.
+    idf = await ctx.term_idf()
+    named = {t for name, _ in top for form in forms(name) for t in analyze(form)}
+    topic = {t: v for t, v in idf.items() if t not in named}
+    topic_total = sum(topic.values())
+    relevance: dict[str, float] = {}
+    for m in messages:
+        present = set(analyze(m.content))
+        share = sum(v for t, v in topic.items() if t in present) / topic_total if topic else 0.0
+        relevance[message_unit_id(m.id)] = PROVENANCE_FLOOR + (1 - PROVENANCE_FLOOR) * share
     provenance: dict[str, float] = {}
     n = max(1, len(messages))
     for name, w in top:
@@ -340,7 +364,7 @@ async def graph(
             continue
         rarity = math.log(1.0 + n / len(units))
         for uid in units:
-            provenance[uid] = provenance.get(uid, 0.0) + w * rarity
+            provenance[uid] = provenance.get(uid, 0.0) + w * rarity * relevance[uid]
     for cid, _, artifact_id in rows:
         if artifact_id:
             uid = passage_unit_id(cid)

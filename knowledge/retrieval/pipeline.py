@@ -275,7 +275,7 @@ async def retrieve(
     t0 = time.perf_counter()
     weights = dict(options.weights)
     if plan.speakers and not plan.speech:
-        weights["speaker"] = weights.get("speaker", 0.0) * 0.0
+        weights["speaker"] = weights.get("speaker", 0.0) * 0.4
     fused = fuse(lists, weights)
     stages.append(StageReport("fusion", len(fused), time.perf_counter() - t0))
     pool = fused[: max(top_k * 6, 60)]
@@ -313,10 +313,8 @@ async def retrieve(
     reranker_name = "none"
     order = list(range(len(items)))
     if rerank != "none" and items:
-        n_docs, frequencies = await platform.vectors.term_stats(EVIDENCE, room_id, plan.terms)
-        reranker = make_reranker(
-            platform, rerank, OfflineReranker.idf_from_stats(n_docs, frequencies)
-        )
+        # The question terms' IDF (fetched once: the graph generator weighed by it too).
+        reranker = make_reranker(platform, rerank, await ctx.term_idf())
         if reranker is not None:
             try:
                 scores = await reranker.scores(plan, items)
@@ -327,10 +325,12 @@ async def retrieve(
                 log.warning("rerank failed, keeping the fused order: %s", error)
                 reranker_name = f"{reranker.name} (failed: fused order kept)"
     window = plan.time
-    if "time" in enabled and window.has_window and window.event is None:
+    if "time" in enabled and window.has_window and window.event is None and not window.attributive:
         # A window the question states ("in May", "on April 14", "last week") is a filter:
         # units of the window first, in rerank order, then the rest. (A window resolved from
-        # an event is only as sure as the event's match: it boosts, in the reranker.)
+        # an event is only as sure as the event's match, and a date that names a thing, "the
+        # April 14 outage", says nothing of when the answer was said: they boost, in the
+        # reranker.)
         assert window.since is not None and window.until is not None
         lo, hi = window.since, window.until
         inside = [i for i in order if (t := items[i].unit.time) is not None and lo <= t < hi]

@@ -61,9 +61,6 @@ class OfflineWeights:
     speaker: float = 0.10
     time: float = 0.15
     direction: float = 0.15
-    #: Share of the prior, coverage, entity and speaker features a unit loses when it is
-    #: little more than a name the question uses (no other question term, one other word).
-    name_only: float = 0.5
 
 
 class OfflineReranker:
@@ -98,11 +95,6 @@ class OfflineReranker:
             if (terms := [t for t in dict.fromkeys(c) if t in self.idf])
         ]
         speakers = {s.lower() for s in plan.speakers}
-        # The terms that only name who or what the question is about; the rest say what it asks.
-        name_terms = {
-            t for name, fs in plan.entity_forms.items() for f in (name, *fs) for t in analyze(f)
-        } | {t for s in plan.speakers for t in analyze(s)}
-        content_terms = {t for t in query_terms if t not in name_terms}
         best_prior = max((i.fused.score for i in items), default=1.0) or 1.0
         times = sorted(i.unit.time.timestamp() for i in items if i.unit.time is not None)
         out = []
@@ -143,19 +135,8 @@ class OfflineReranker:
                 + w.time * in_window
                 + w.direction * plan.time.direction * (position - 0.5) * 2
             )
-            if content_terms and not content_terms & present and len(present - name_terms) <= 1:
-                # A name alone ("Call Coriolanus.", "Caius Marcius Coriolanus!") is no evidence
-                # of what the question asks about its bearer: such a unit keeps only what its
-                # neighbours share with the question and the time features.
-                score -= w.name_only * (
-                    w.prior * item.fused.score / best_prior
-                    + w.coverage * coverage
-                    + w.entities * entities
-                    + w.speaker * said_by * (1.0 if plan.speech else 0.5)
-                )
             out.append(score)
         return out
-
 
     def _coverage(
         self,

@@ -144,6 +144,9 @@ class TimeIntent:
     phrase: str = ""
     #: A window named by an event, resolved against the room once the event is found.
     event: EventAnchor | None = None
+    #: The date names a thing the question is about ("the April 14 outage", "the model that
+    #: went live on May 11"), not the time of the answer: a boost, not a filter.
+    attributive: bool = False
 
     @property
     def has_window(self) -> bool:
@@ -232,7 +235,28 @@ def parse_time_intent(question: str, anchor: datetime | None) -> TimeIntent:
     if window is None:
         event = parse_event_anchor(question)
         return TimeIntent(temporal=temporal or event is not None, direction=direction, event=event)
-    return TimeIntent(window[0], window[1], True, direction, phrase)
+    return TimeIntent(
+        window[0], window[1], True, direction, phrase, attributive=_attributive(question, phrase)
+    )
+
+
+#: "the April 14 webhook outage", "the May 4 load test rerun": the date between an article and
+#: the noun it qualifies.
+_BEFORE_ATTRIBUTIVE = re.compile(r"\b(?:the|this|that|our)\s+$", re.IGNORECASE)
+_AFTER_ATTRIBUTIVE = re.compile(r"^['’]?s?\s+[a-z]", re.IGNORECASE)
+#: "the model that went live on May 11": the date inside a relative clause.
+_RELATIVE_CLAUSE = re.compile(r"\b(?:that|which|who)\s+(?:\w+\s+){1,5}(?:on|in)\s+$", re.I)
+
+
+def _attributive(question: str, phrase: str) -> bool:
+    """Whether the date phrase qualifies a noun of the question rather than its answer."""
+    at = question.find(phrase) if phrase else -1
+    if at < 0:
+        return False
+    before, after = question[:at], question[at + len(phrase) :]
+    if _BEFORE_ATTRIBUTIVE.search(before) and _AFTER_ATTRIBUTIVE.search(after):
+        return True
+    return bool(_RELATIVE_CLAUSE.search(before))
 
 
 def _relative(unit: str, offset: int, today: date) -> tuple[datetime, datetime]:

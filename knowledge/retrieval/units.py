@@ -13,9 +13,10 @@ from datetime import datetime
 
 from sqlalchemy import text
 
+from knowledge.chat import AGENT_SPEAKER, room_speakers
 from knowledge.indexing import message_unit_id, passage_unit_id
 from knowledge.platform import Platform
-from knowledge.rooms import AGENT_SPEAKER, parse_room_id, room_speakers
+from knowledge.rooms import parse_room_id
 
 MESSAGE = "message"
 ARTIFACT = "artifact"

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import AgentConfig, Message, User, UserRole
-from knowledge import rooms
+from knowledge import rooms, users
 from knowledge.agents.llm import AgentLLM, AgentLLMError
 from knowledge.agents.runtime import (
     AgentResult,
@@ -146,7 +146,7 @@ async def create_agent(
     room = await authorize_room(session, perms, actor, room_id, Action.AGENT_MANAGE)
     await _check_name(session, room.id, body.name, None)
     agent_id = uuid.uuid4()
-    identity = await rooms.create_user(
+    identity = await users.create_user(
         session, f"agent+{agent_id.hex}@agents.coagent.invalid", body.name, UserRole.agent
     )
     await rooms.set_room_member(session, room.id, identity.id, "agent")
@@ -288,9 +288,9 @@ async def sandbox(
 
 async def analytics_identity(session: AsyncSession) -> User:
     """The Analytics Agent's user (created once, shared by every room)."""
-    user = await rooms.get_user_by_email(session, ANALYTICS_EMAIL)
+    user = await users.get_user_by_email(session, ANALYTICS_EMAIL)
     if user is None:
-        user = await rooms.create_user(session, ANALYTICS_EMAIL, ANALYTICS_NAME, UserRole.agent)
+        user = await users.create_user(session, ANALYTICS_EMAIL, ANALYTICS_NAME, UserRole.agent)
     return user
 
 

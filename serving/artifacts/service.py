@@ -5,7 +5,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import Artifact, ArtifactVersion, User
-from knowledge import rooms
+from knowledge import artifacts
 from realtime.events import ArtifactChanged, ArtifactDeleted
 from serving.artifacts.schemas import (
     ArtifactIn,
@@ -60,7 +60,7 @@ async def create_artifact(
 ) -> Artifact:
     room = await authorize_room(session, perms, actor, room_id, Action.ARTIFACT_CREATE)
     _check_size(state, body.content)
-    artifact = await rooms.create_artifact(
+    artifact = await artifacts.create_artifact(
         session, room.id, body.title, body.content, state.settings.max_artifact_chars, actor.id
     )
     staged = await _stage_change(session, artifact, actor)
@@ -74,7 +74,7 @@ async def list_artifacts(
     session: AsyncSession, perms: Permissions, actor: User, room_id: uuid.UUID, page: PageParams
 ) -> Page[ArtifactSummary]:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_READ)
-    found, total = await rooms.list_artifacts(session, room.id, page.limit, page.offset)
+    found, total = await artifacts.list_artifacts(session, room.id, page.limit, page.offset)
     return Page(
         items=[ArtifactSummary.model_validate(a) for a in found],
         total=total,
@@ -91,7 +91,7 @@ async def get_artifact(
     artifact_id: uuid.UUID,
 ) -> Artifact:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_READ)
-    return await rooms.get_artifact(session, room.id, artifact_id)
+    return await artifacts.get_artifact(session, room.id, artifact_id)
 
 
 async def update_artifact(
@@ -104,10 +104,10 @@ async def update_artifact(
     body: ArtifactUpdate,
 ) -> Artifact:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_READ)
-    artifact = await rooms.get_artifact(session, room.id, artifact_id)
+    artifact = await artifacts.get_artifact(session, room.id, artifact_id)
     await perms.check(actor, Action.ARTIFACT_UPDATE, artifact)
     _check_size(state, body.content)
-    artifact = await rooms.update_artifact(
+    artifact = await artifacts.update_artifact(
         session,
         room.id,
         artifact.id,
@@ -133,9 +133,9 @@ async def delete_artifact(
     artifact_id: uuid.UUID,
 ) -> None:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_READ)
-    artifact = await rooms.get_artifact(session, room.id, artifact_id)
+    artifact = await artifacts.get_artifact(session, room.id, artifact_id)
     await perms.check(actor, Action.ARTIFACT_DELETE, artifact)
-    await rooms.delete_artifact(session, room.id, artifact.id)
+    await artifacts.delete_artifact(session, room.id, artifact.id)
     staged = await stage_event(
         session,
         ArtifactDeleted(room_id=str(room.id), artifact_id=str(artifact_id), actor_id=str(actor.id)),
@@ -155,7 +155,7 @@ async def list_versions(
     page: PageParams,
 ) -> Page[ArtifactVersionSummary]:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_READ)
-    found, total = await rooms.list_artifact_versions(
+    found, total = await artifacts.list_artifact_versions(
         session, room.id, artifact_id, page.limit, page.offset
     )
     return Page(
@@ -175,4 +175,4 @@ async def get_version(
     version: int,
 ) -> ArtifactVersion:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_READ)
-    return await rooms.get_artifact_version(session, room.id, artifact_id, version)
+    return await artifacts.get_artifact_version(session, room.id, artifact_id, version)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import AuthSession, RefreshToken, User, UserRole
-from knowledge import rooms
+from knowledge import users
 from knowledge.settings import Settings
 from serving.auth import ratelimit
 from serving.auth.security import (
@@ -123,7 +123,7 @@ async def login(
     client_ip: str,
 ) -> IssuedTokens:
     await ratelimit.check_login(redis, settings, client_ip, email)
-    user = await rooms.get_user_by_email(session, email)
+    user = await users.get_user_by_email(session, email)
     ok, needs_rehash = await verify_password(user.hashed_password if user else None, password)
     if user is None or not ok or not user.is_active or user.role == UserRole.agent:
         await ratelimit.record_failure(redis, settings, client_ip, email)
@@ -261,10 +261,10 @@ async def ensure_superuser(session: AsyncSession, settings: Settings) -> User | 
     email, password = settings.first_superuser, settings.first_superuser_password
     if not email or not password:
         return None
-    user = await rooms.get_user_by_email(session, email)
+    user = await users.get_user_by_email(session, email)
     if user is None:
         try:
-            user = await rooms.create_user(
+            user = await users.create_user(
                 session,
                 email,
                 "Super Admin",
@@ -276,7 +276,7 @@ async def ensure_superuser(session: AsyncSession, settings: Settings) -> User | 
             return user
         except IntegrityError:  # another process created it at the same moment
             await session.rollback()
-            user = await rooms.get_user_by_email(session, email)
+            user = await users.get_user_by_email(session, email)
             if user is None:
                 raise
     if user.role != UserRole.super_admin or not user.is_active:

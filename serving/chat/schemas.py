@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from dbschema.models import AuthorKind
-from knowledge.rooms import MessageRecord
+from knowledge.chat import MessageRecord
 from serving.schemas import Text
 
 MAX_ID = 2**63 - 1

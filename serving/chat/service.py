@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import AuthorKind, User, UserRole
-from knowledge import rooms, transcripts
+from knowledge import chat, transcripts
 from realtime.events import MessageCreated, MessageDeleted, MessageEdited, RoomRebuildRequested
 from serving.chat.schemas import ImportOut, MessageOut, MessagePage, TranscriptIn
 from serving.errors import Unprocessable
@@ -33,7 +33,7 @@ async def post_message(
 ) -> MessageOut:
     room = await authorize_room(session, perms, actor, room_id, Action.MESSAGE_POST)
     kind = AuthorKind.agent if actor.role == UserRole.agent else AuthorKind.human
-    message = await rooms.post_message(
+    message = await chat.post_message(
         session,
         room.id,
         actor.id,
@@ -43,7 +43,7 @@ async def post_message(
         reply_to=reply_to,
         meta=meta,
     )
-    record = await rooms.message_record(session, message)
+    record = await chat.message_record(session, message)
     staged = await stage_event(
         session, MessageCreated(room_id=str(room.id), message_id=message.id, actor_id=str(actor.id))
     )
@@ -63,7 +63,7 @@ async def history(
     after: int | None,
 ) -> MessagePage:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_READ)
-    records, has_more = await rooms.list_messages(session, room.id, limit, before, after)
+    records, has_more = await chat.list_messages(session, room.id, limit, before, after)
     items = [MessageOut.from_record(r) for r in records]
     cursor = None
     if has_more and items:
@@ -75,7 +75,7 @@ async def get_message(
     session: AsyncSession, perms: Permissions, actor: User, room_id: uuid.UUID, message_id: int
 ) -> MessageOut:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_READ)
-    return MessageOut.from_record(await rooms.get_message(session, room.id, message_id))
+    return MessageOut.from_record(await chat.get_message(session, room.id, message_id))
 
 
 async def edit_message(
@@ -88,12 +88,12 @@ async def edit_message(
     content: str,
 ) -> MessageOut:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_READ)
-    record = await rooms.get_message(session, room.id, message_id)
+    record = await chat.get_message(session, room.id, message_id)
     await perms.check(actor, Action.MESSAGE_EDIT, record)
-    message = await rooms.edit_message(
+    message = await chat.edit_message(
         session, room.id, message_id, content, state.settings.max_message_chars
     )
-    out = MessageOut.from_record(await rooms.message_record(session, message))
+    out = MessageOut.from_record(await chat.message_record(session, message))
     staged = await stage_event(
         session, MessageEdited(room_id=str(room.id), message_id=out.id, actor_id=str(actor.id))
     )
@@ -111,9 +111,9 @@ async def delete_message(
     message_id: int,
 ) -> None:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_READ)
-    record = await rooms.get_message(session, room.id, message_id)
+    record = await chat.get_message(session, room.id, message_id)
     await perms.check(actor, Action.MESSAGE_DELETE, record)
-    await rooms.delete_message(session, room.id, message_id)
+    await chat.delete_message(session, room.id, message_id)
     staged = await stage_event(
         session, MessageDeleted(room_id=str(room.id), message_id=message_id, actor_id=str(actor.id))
     )

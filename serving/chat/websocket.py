@@ -35,7 +35,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from dbschema.models import User
-from knowledge import rooms
+from knowledge import chat, rooms
 from knowledge.errors import DomainError
 from serving.auth.security import ACCESS_COOKIE, decode_access_token
 from serving.auth.service import authenticate
@@ -167,7 +167,7 @@ async def _replay(
     complete = True
     if after is not None:
         async with state.session_factory() as session:
-            records, has_more = await rooms.list_messages(
+            records, has_more = await chat.list_messages(
                 session, room_id, state.settings.ws_replay_limit, after=after
             )
         for record in records:

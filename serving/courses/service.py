@@ -6,7 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import Course, Room, User
-from knowledge import rooms
+from knowledge import courses as course_db
+from knowledge import users as user_db
 from realtime.events import RoomDeleted
 from serving.chat.broadcast import CLOSE_ROOM_DELETED, Broadcaster
 from serving.courses.schemas import (
@@ -26,14 +27,14 @@ async def create_course(
     session: AsyncSession, perms: Permissions, actor: User, body: CourseCreate
 ) -> Course:
     await perms.check(actor, Action.COURSE_CREATE)
-    course = await rooms.create_course(session, body.name, actor.id, body.description)
+    course = await course_db.create_course(session, body.name, actor.id, body.description)
     await session.commit()
     return course
 
 
 async def list_courses(session: AsyncSession, actor: User, page: PageParams) -> Page[CourseOut]:
     visible_to = None if actor.role in ADMINS else actor.id
-    courses, total = await rooms.list_courses(session, page.limit, page.offset, visible_to)
+    courses, total = await course_db.list_courses(session, page.limit, page.offset, visible_to)
     return Page(
         items=[CourseOut.model_validate(c) for c in courses],
         total=total,
@@ -45,7 +46,7 @@ async def list_courses(session: AsyncSession, actor: User, page: PageParams) -> 
 async def get_course(
     session: AsyncSession, perms: Permissions, actor: User, course_id: uuid.UUID
 ) -> Course:
-    course = await rooms.get_course(session, course_id)
+    course = await course_db.get_course(session, course_id)
     await perms.check(actor, Action.COURSE_READ, course)
     return course
 
@@ -57,9 +58,9 @@ async def update_course(
     course_id: uuid.UUID,
     body: CourseUpdate,
 ) -> Course:
-    course = await rooms.get_course(session, course_id)
+    course = await course_db.get_course(session, course_id)
     await perms.check(actor, Action.COURSE_MANAGE, course)
-    course = await rooms.update_course(session, course.id, body.name, body.description)
+    course = await course_db.update_course(session, course.id, body.name, body.description)
     await session.commit()
     return course
 
@@ -71,10 +72,10 @@ async def delete_course(
     course_id: uuid.UUID,
     sockets: Broadcaster | None = None,
 ) -> None:
-    course = await rooms.get_course(session, course_id)
+    course = await course_db.get_course(session, course_id)
     await perms.check(actor, Action.COURSE_MANAGE, course)
     room_ids = list(await session.scalars(select(Room.id).where(Room.course_id == course.id)))
-    await rooms.delete_course(session, course.id)
+    await course_db.delete_course(session, course.id)
     # One room.deleted per room, in the deletion's transaction (the outbox relay appends them).
     await stage_event(
         session, *(RoomDeleted(room_id=str(r), actor_id=str(actor.id)) for r in room_ids)
@@ -95,7 +96,7 @@ async def list_members(
     page: PageParams,
 ) -> Page[CourseMemberOut]:
     await get_course(session, perms, actor, course_id)
-    rows, total = await rooms.list_course_members(session, course_id, page.limit, page.offset)
+    rows, total = await course_db.list_course_members(session, course_id, page.limit, page.offset)
     return Page(
         items=[CourseMemberOut(user=UserOut.model_validate(u), role=m.role) for m, u in rows],
         total=total,
@@ -112,10 +113,10 @@ async def set_member(
     body: CourseMemberIn,
     sockets: Broadcaster | None = None,
 ) -> CourseMemberOut:
-    course = await rooms.get_course(session, course_id)
+    course = await course_db.get_course(session, course_id)
     await perms.check(actor, Action.COURSE_MANAGE, course)
-    member = await rooms.set_course_member(session, course.id, body.user_id, body.role)
-    user = await rooms.get_user(session, body.user_id)
+    member = await course_db.set_course_member(session, course.id, body.user_id, body.role)
+    user = await user_db.get_user(session, body.user_id)
     await session.commit()
     if sockets is not None:  # a new course role may take away rooms: re-check now
         await sockets.recheck_sockets(user.id)
@@ -130,9 +131,9 @@ async def remove_member(
     user_id: uuid.UUID,
     sockets: Broadcaster | None = None,
 ) -> None:
-    course = await rooms.get_course(session, course_id)
+    course = await course_db.get_course(session, course_id)
     await perms.check(actor, Action.COURSE_MANAGE, course)
-    await rooms.remove_course_member(session, course.id, user_id)
+    await course_db.remove_course_member(session, course.id, user_id)
     await session.commit()
     if sockets is not None:  # rooms they read as a course manager: re-check now
         await sockets.recheck_sockets(user_id)

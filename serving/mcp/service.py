@@ -20,11 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import RoomChunk, User, UserRole
+from knowledge.chat import CitedMessage, messages_by_ids
 from knowledge.errors import DomainError, InvalidInputError, NotFoundError
 from knowledge.graph import normalize_name
 from knowledge.platform import Platform
 from knowledge.retrieval.pipeline import load_aliases
-from knowledge.rooms import CitedMessage, messages_by_ids, parse_room_id
+from knowledge.rooms import parse_room_id
 from knowledge.search import Answer, Mode, Route, answer_question
 from knowledge.settings import Settings
 from knowledge.text import excerpt

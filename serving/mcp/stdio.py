@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from dbschema.models import UserRole
-from knowledge import rooms
+from knowledge import users
 from knowledge.errors import InvalidInputError
 from knowledge.platform import database_url, open_platform
 from knowledge.settings import Settings
@@ -29,7 +29,7 @@ async def serve_stdio(settings: Settings, email: str) -> None:
     async with open_platform(settings) as platform:
         knowledge = RoomKnowledge(settings, platform, platform_sessions(platform))
         async with knowledge.sessions() as session:
-            user = await rooms.get_user_by_email(session, email)
+            user = await users.get_user_by_email(session, email)
         if user is None or not user.is_active or user.role == UserRole.agent:
             raise InvalidInputError(f"no active user account {email!r}")
         caller = Caller(knowledge, user.id)

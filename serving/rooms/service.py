@@ -6,7 +6,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import AgentConfig, Room, User
-from knowledge import rooms
+from knowledge import courses, rooms, users
 from realtime.events import RoomDeleted
 from serving.chat.broadcast import CLOSE_ROOM_DELETED, Broadcaster
 from serving.errors import Forbidden
@@ -30,7 +30,7 @@ async def authorize_room(
 async def create_room(
     session: AsyncSession, perms: Permissions, actor: User, body: RoomCreate
 ) -> Room:
-    course = await rooms.get_course(session, body.course_id)
+    course = await courses.get_course(session, body.course_id)
     await perms.check(actor, Action.COURSE_MANAGE, course)
     room = await rooms.create_room(session, course.id, body.name, actor.id)
     await rooms.set_room_member(session, room.id, actor.id, "moderator")
@@ -108,7 +108,7 @@ async def set_member(
     body: RoomMemberIn,
 ) -> RoomMemberOut:
     room = await authorize_room(session, perms, actor, room_id, Action.ROOM_MANAGE)
-    user = await rooms.get_user(session, body.user_id)
+    user = await users.get_user(session, body.user_id)
     existing = await rooms.room_member(session, room.id, user.id)
     if existing is not None and existing.role == "agent":
         raise Forbidden("agent members are managed through the room's agents")

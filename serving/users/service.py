@@ -5,7 +5,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import User, UserRole
-from knowledge import rooms
+from knowledge import users as user_db
 from serving.auth.security import hash_password, verify_password
 from serving.auth.service import revoke_user_sessions
 from serving.chat.broadcast import CLOSE_SESSION_ENDED, Broadcaster
@@ -19,7 +19,7 @@ async def list_users(
     session: AsyncSession, perms: Permissions, actor: User, page: PageParams, search: str | None
 ) -> Page[UserOut]:
     await perms.check(actor, Action.USER_LIST)
-    users, total = await rooms.list_users(session, page.limit, page.offset, search)
+    users, total = await user_db.list_users(session, page.limit, page.offset, search)
     return Page(
         items=[UserOut.model_validate(u) for u in users],
         total=total,
@@ -29,7 +29,7 @@ async def list_users(
 
 
 async def _check_email_free(session: AsyncSession, email: str, user_id: uuid.UUID | None) -> None:
-    existing = await rooms.get_user_by_email(session, email)
+    existing = await user_db.get_user_by_email(session, email)
     if existing is not None and existing.id != user_id:
         raise Conflict(f"a user with email {email.strip().lower()} already exists", "email_taken")
 
@@ -40,7 +40,7 @@ async def create_user(
     role = UserRole(body.role)
     await perms.check(actor, Action.USER_CREATE, role)
     await _check_email_free(session, body.email, None)
-    user = await rooms.create_user(
+    user = await user_db.create_user(
         session, body.email, body.full_name, role, await hash_password(body.password)
     )
     await session.commit()
@@ -50,7 +50,7 @@ async def create_user(
 async def get_user(
     session: AsyncSession, perms: Permissions, actor: User, user_id: uuid.UUID
 ) -> User:
-    user = await rooms.get_user(session, user_id)
+    user = await user_db.get_user(session, user_id)
     await perms.check(actor, Action.USER_READ, user)
     return user
 
@@ -65,7 +65,7 @@ async def update_user(
 ) -> User:
     """An admin's change. A new password or a disabled account ends the user's sessions and
     closes their WebSockets; a new role makes their WebSockets re-check their rooms."""
-    user = await rooms.get_user(session, user_id)
+    user = await user_db.get_user(session, user_id)
     await perms.check(actor, Action.USER_MANAGE, user)
     if user.id == actor.id and (body.role is not None or body.is_active is not None):
         raise Forbidden("you cannot change your own role or disable your own account")
@@ -130,8 +130,8 @@ async def delete_user(
     user_id: uuid.UUID,
     sockets: Broadcaster,
 ) -> None:
-    user = await rooms.get_user(session, user_id)
+    user = await user_db.get_user(session, user_id)
     await perms.check(actor, Action.USER_DELETE, user)
-    await rooms.delete_user(session, user.id)
+    await user_db.delete_user(session, user.id)
     await session.commit()
     await sockets.close_sockets(CLOSE_SESSION_ENDED, "the account was deleted", user_id=user_id)

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from dbschema.models import Message
-from knowledge import rooms
+from knowledge import chat, rooms
 from knowledge.errors import InvalidInputError, NotFoundError
 from knowledge.indexing import sync_chunks
 from knowledge.platform import Platform
@@ -30,7 +30,7 @@ async def test_unknown_room(platform: Platform) -> None:
         await sync_chunks(platform, MISSING_ROOM)
     async with platform.session() as session:
         with pytest.raises(NotFoundError):
-            await rooms.post_message(session, MISSING_ROOM, None, "hello", 100)
+            await chat.post_message(session, MISSING_ROOM, None, "hello", 100)
 
 
 @pytest.mark.parametrize("question", ["", "   ", "x" * 5000])
@@ -46,12 +46,12 @@ async def test_oversized_or_empty_message_changes_nothing(platform: Platform) ->
     limit = platform.settings.max_message_chars
     async with platform.session() as session:
         with pytest.raises(InvalidInputError, match="limit"):
-            await rooms.post_message(session, room_id, None, "x" * (limit + 1), limit)
+            await chat.post_message(session, room_id, None, "x" * (limit + 1), limit)
         with pytest.raises(InvalidInputError, match="empty"):
-            await rooms.post_message(session, room_id, None, "  \n ", limit)
+            await chat.post_message(session, room_id, None, "  \n ", limit)
         # a bulk load with one bad message writes none of them
         with pytest.raises(InvalidInputError):
-            await rooms.post_messages(
+            await chat.post_messages(
                 session,
                 rooms.parse_room_id(room_id),
                 [(None, "fine"), (None, "y" * (limit + 1))],

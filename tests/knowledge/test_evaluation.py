@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from dbschema.models import GoldenQuestion, Message
-from knowledge import evaluation, rooms
+from knowledge import chat, evaluation, rooms
 from knowledge.errors import InvalidInputError, NotFoundError
 from knowledge.indexing import sync_chunks, sync_evidence
 from knowledge.platform import Platform
@@ -104,7 +104,7 @@ async def test_bad_golden_questions_are_refused(
             ids = [own]
         elif gold == "deleted":
             removed = await _message_id(platform, room_id, FILLER[0])
-            await rooms.delete_message(session, rooms.parse_room_id(room_id), removed)
+            await chat.delete_message(session, rooms.parse_room_id(room_id), removed)
             ids = [own, removed]
         else:
             assert isinstance(gold, list)

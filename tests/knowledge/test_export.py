@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from coagent.cli import main
-from knowledge import rooms
+from knowledge import artifacts
 from knowledge.errors import NotFoundError
 from knowledge.export import export_room
 from knowledge.indexing import (
@@ -110,7 +110,7 @@ ARTIFACT = (
 async def built_room(platform: Platform) -> str:
     room_id = await make_room(platform, SAMPLE, "export")
     async with platform.session() as session:
-        await rooms.create_artifact(
+        await artifacts.create_artifact(
             session, uuid.UUID(room_id), *ARTIFACT, platform.settings.max_artifact_chars
         )
         await session.commit()

@@ -20,7 +20,7 @@ from qdrant_client import models
 from sqlalchemy import select, text
 
 from dbschema.models import Message
-from knowledge import evaluation, rooms
+from knowledge import artifacts, evaluation, rooms
 from knowledge.errors import InvalidInputError
 from knowledge.indexing import index_room, room_state
 from knowledge.platform import Platform
@@ -41,7 +41,7 @@ async def build_room(platform: Platform, lines: list[tuple[str, str]], name: str
     """A room with messages, an artifact and a golden question, indexed by every step."""
     room_id = await make_room(platform, lines, name)
     async with platform.session() as session:
-        await rooms.create_artifact(
+        await artifacts.create_artifact(
             session,
             uuid.UUID(room_id),
             "Battle plan",

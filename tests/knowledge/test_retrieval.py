@@ -18,11 +18,13 @@ from sqlalchemy import select
 
 from dbschema.models import Artifact, Message
 from knowledge import indexing
+from knowledge.artifacts import create_artifact
+from knowledge.chat import delete_message
 from knowledge.errors import InvalidInputError
 from knowledge.extraction.fast import FastExtractor
 from knowledge.platform import Platform, open_platform
 from knowledge.retrieval import SIGNALS, Evidence, RetrievalOptions
-from knowledge.rooms import create_artifact, delete_message, parse_room_id
+from knowledge.rooms import parse_room_id
 from knowledge.search import Answer, Mode, Route, answer_question, find_evidence
 from knowledge.settings import Settings
 from knowledge.transcripts import TranscriptRow, import_transcript

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
+from knowledge.artifacts import create_artifact
 from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import ExtractionOutput
 from knowledge.platform import open_platform
-from knowledge.rooms import create_artifact, parse_room_id
+from knowledge.rooms import parse_room_id
 from knowledge.sample import load_sample
 from knowledge.search import Answer, AnswerDelta, Route, answer_question, stream_answer
 from knowledge.settings import Settings

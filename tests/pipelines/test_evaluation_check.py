@@ -9,7 +9,7 @@ import pytest
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterEventType, DagsterInstance
 
 from dbschema.models import Message
-from knowledge import evaluation, rooms
+from knowledge import chat, evaluation, rooms
 from knowledge.platform import Platform
 from knowledge.settings import Settings
 from pipelines.assets.evaluation import CHECK_NAME, previous_recall
@@ -96,7 +96,7 @@ def test_refresh_records_recall_and_warns_when_the_gold_can_no_longer_be_found(
     # 3. the gold message is reworded: it can no longer be found, the check warns
     async def reword(platform: Platform) -> None:
         async with platform.session() as session:
-            await rooms.edit_message(
+            await chat.edit_message(
                 session,
                 rooms.parse_room_id(room_id),
                 gold_id,

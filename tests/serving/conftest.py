@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coagent.runs import run_room_job
 from dbschema.models import AuthSession, Course, Room, User, UserRole
-from knowledge import rooms
+from knowledge import courses, rooms, users
 from knowledge.platform import Platform, open_platform
 from knowledge.sample import load_sample
 from knowledge.settings import Settings
@@ -139,7 +139,7 @@ class Api:
         self, role: UserRole = UserRole.student, password: str | None = None, name: str = "Tester"
     ) -> User:
         hashed = await hash_password(password) if password else None
-        user = await rooms.create_user(
+        user = await users.create_user(
             self.session, f"{role.value}.{uuid.uuid4().hex[:10]}@serving.test", name, role, hashed
         )
         await self.commit()
@@ -163,7 +163,7 @@ class Api:
         return user
 
     async def course(self, owner: User | None = None) -> Course:
-        course = await rooms.create_course(
+        course = await courses.create_course(
             self.session, f"course {uuid.uuid4().hex[:6]}", owner.id if owner else None
         )
         await self.commit()
@@ -302,7 +302,7 @@ async def committed_person(
     platform: Platform, settings: Settings, role: UserRole = UserRole.student
 ) -> Person:
     async with platform.session() as session:
-        user = await rooms.create_user(
+        user = await users.create_user(
             session, f"live.{uuid.uuid4().hex[:10]}@serving.test", "Live Tester", role
         )
         cookies = await mint_cookies(session, settings, user)
@@ -312,7 +312,7 @@ async def committed_person(
 
 async def committed_room(platform: Platform, *members: Person) -> str:
     async with platform.session() as session:
-        course = await rooms.create_course(session, f"live {uuid.uuid4().hex[:6]}")
+        course = await courses.create_course(session, f"live {uuid.uuid4().hex[:6]}")
         room = await rooms.create_room(session, course.id, "live room")
         for member in members:
             await rooms.add_member(session, room.id, member.user.id)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from starlette.responses import Response
 
 from dbschema.models import AuthSession, RefreshToken, User, UserRole
-from knowledge import rooms
+from knowledge import users
 from knowledge.platform import Platform
 from knowledge.settings import Settings
 from serving.auth.security import (
@@ -294,7 +294,7 @@ async def test_two_tabs_refreshing_at_once_both_succeed(
     """Two concurrent refreshes of one refresh token (two tabs, real HTTP, committed data)
     within the grace window: both get fresh tokens and the session lives on."""
     async with platform.session() as session:
-        user = await rooms.create_user(
+        user = await users.create_user(
             session,
             f"tabs.{uuid.uuid4().hex[:8]}@serving.test",
             "Tabs",

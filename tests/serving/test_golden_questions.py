@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import select
 
 from dbschema.models import Message, UserRole
-from knowledge import rooms
+from knowledge import chat, rooms
 from tests.serving.conftest import Api, error_code
 
 
@@ -18,7 +18,7 @@ def _url(room_id: object) -> str:
 async def _post(api: Api, room_id: uuid.UUID, *texts: str) -> list[int]:
     ids = []
     for text in texts:
-        message = await rooms.post_message(api.session, room_id, None, text, 1000)
+        message = await chat.post_message(api.session, room_id, None, text, 1000)
         ids.append(message.id)
     await api.commit()
     return ids

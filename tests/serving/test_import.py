@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from dbschema.models import UserRole
-from knowledge import rooms
+from knowledge import chat, rooms
 from realtime.events import parse_event
 from tests.serving.conftest import Api, error_code, last_stream_id, stream_events
 
@@ -109,7 +109,7 @@ async def test_only_admins_may_import(api: Api) -> None:
         assert error_code(response) == "forbidden"
     anonymous = await (await api.client()).post(url(room.id), json=body)
     assert anonymous.status_code == 401
-    assert await rooms.count_messages(api.session, room.id) == 0
+    assert await chat.count_messages(api.session, room.id) == 0
 
     super_admin = await api.user(UserRole.super_admin)
     missing = await (await api.client(super_admin)).post(url(uuid.uuid4()), json=body)
@@ -149,7 +149,7 @@ async def test_malformed_transcripts_store_nothing(api: Api, app: FastAPI) -> No
         response = await client.post(url(room.id), json=body)
         assert response.status_code == 422 and error_code(response) == "validation_error"
 
-    assert await rooms.count_messages(api.session, room.id) == 0
+    assert await chat.count_messages(api.session, room.id) == 0
     _, members = await rooms.list_room_members(api.session, room.id, 50, 0)
     assert members == 0
     assert await stream_events(app, room.id, since) == []

@@ -21,10 +21,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
 from knowledge import rooms
+from knowledge.chat import messages_by_ids
 from knowledge.graph import normalize_name
 from knowledge.platform import Platform
 from knowledge.retrieval.pipeline import load_aliases
-from knowledge.rooms import messages_by_ids
 from knowledge.settings import Settings
 from serving.auth.security import ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER
 from serving.auth.service import revoke_user_sessions

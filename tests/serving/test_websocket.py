@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from dbschema.models import User, UserRole
-from knowledge import rooms
+from knowledge import courses, rooms, users
 from knowledge.platform import Platform
 from knowledge.settings import Settings
 from serving.auth.security import ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER
@@ -345,7 +345,7 @@ async def test_session_revoked_by_refresh_token_reuse_closes_its_sockets(
     from serving.auth.security import REFRESH_COOKIE, hash_password, hash_refresh_token
 
     async with platform.session() as session:
-        user = await rooms.create_user(
+        user = await users.create_user(
             session,
             f"reuse.{uuid.uuid4().hex[:8]}@serving.test",
             "Reuse",
@@ -430,7 +430,7 @@ async def test_a_teacher_removed_from_the_course_loses_its_rooms_sockets(
     room = await committed_room(platform)
     async with platform.session() as session:
         course_id = (await rooms.get_room(session, uuid.UUID(room))).course_id
-        await rooms.set_course_member(session, course_id, pam.user.id, "teacher")
+        await courses.set_course_member(session, course_id, pam.user.id, "teacher")
         await session.commit()
     async with socket(live, pam, room) as ws:
         await ready(ws)
@@ -449,7 +449,7 @@ async def test_login_over_http_then_listen(
     from serving.auth.security import hash_password
 
     async with platform.session() as session:
-        user = await rooms.create_user(
+        user = await users.create_user(
             session,
             f"walk.{uuid.uuid4().hex[:8]}@serving.test",
             "Walker",
