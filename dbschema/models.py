@@ -118,6 +118,9 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_room_id_id", "room_id", "id"),
+        # Room order (the chunker's), and a user's messages (a rename re-chunks their rooms).
+        Index("ix_messages_room_created", "room_id", "created_at", "id"),
+        Index("ix_messages_author_id", "author_id"),
         # An agent answers a message once, however often its job runs.
         Index(
             "uq_messages_agent_reply",
@@ -170,7 +173,12 @@ class RoomChunk(Base):
     """A token-bounded chunk of a room's messages or of one artifact."""
 
     __tablename__ = "room_chunks"
-    __table_args__ = (Index("ix_room_chunks_room_position", "room_id", "position"),)
+    __table_args__ = (
+        Index("ix_room_chunks_room_position", "room_id", "position"),
+        # An edit or deletion finds the chunks of a message (0009).
+        Index("ix_room_chunks_message_ids", "message_ids", postgresql_using="gin"),
+        Index("ix_room_chunks_copies", "room_id", postgresql_where="copies > 1"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     room_id: Mapped[str] = mapped_column(String(64))
@@ -181,6 +189,9 @@ class RoomChunk(Base):
     n_tokens: Mapped[int] = mapped_column(Integer)
     message_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), default=list)
     artifact_id: Mapped[str | None] = mapped_column(String(64))
+    #: How many times the chunker emitted this text in the room (identical texts share one id;
+    #: the first is stored). Above 1, a refresh of the room's conversation re-chunks it whole.
+    copies: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class RoomChange(Base):
@@ -258,6 +269,111 @@ class EntityAlias(Base):
     source_chunk_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
 
 
+class GraphBuildRoom(Base):
+    """What the room's stored graph was last built from (``knowledge.indexing.graph``): the
+    extractor, the speakers, and ``dirty`` while a delta build is part-way (the next build of a
+    dirty room is a full one)."""
+
+    __tablename__ = "graph_build_rooms"
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    extractor: Mapped[str] = mapped_column(String(100))
+    #: The graph store, vector store, embedder and LLM it was written with (another target
+    #: gets a full build).
+    target: Mapped[str] = mapped_column(Text, default="")
+    speakers: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    dirty: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: How many stored (resolved) entities have each type.
+    entity_types: Mapped[dict[str, int]] = mapped_column(JSONB, default=dict)
+
+
+class GraphBuildChunk(Base):
+    """A chunk the graph build has seen: its position, the words it writes in lower case
+    (entity resolution's ordinary words) and whether its extraction is in the mentions."""
+
+    __tablename__ = "graph_build_chunks"
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chunk_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[str] = mapped_column(String(80))
+    merged: Mapped[bool] = mapped_column(Boolean, default=False)
+    words: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    #: The extraction's dropped relationships (when merged).
+    dropped: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class GraphRoomWord(Base):
+    """A word the room writes in lower case, and in how many of its chunks."""
+
+    __tablename__ = "graph_room_words"
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    word: Mapped[str] = mapped_column(Text, primary_key=True)
+    chunks: Mapped[int] = mapped_column(Integer)
+
+
+class GraphEntityMention(Base):
+    """One entity of one merged chunk's extraction (``knowledge.graph.EntityMention``)."""
+
+    __tablename__ = "graph_entity_mentions"
+    __table_args__ = (Index("ix_graph_entity_mentions_room_name", "room_id", "name"),)
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chunk_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[str] = mapped_column(String(80))
+    name: Mapped[str] = mapped_column(Text)
+    display_name: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class GraphRelationshipMention(Base):
+    """One counted relationship of one merged chunk's extraction (``source < target``)."""
+
+    __tablename__ = "graph_relationship_mentions"
+    __table_args__ = (
+        Index("ix_graph_relationship_mentions_room_pair", "room_id", "source", "target"),
+    )
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chunk_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[str] = mapped_column(String(80))
+    source: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    weight: Mapped[float] = mapped_column(Float)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class GraphMergedEntity(Base):
+    """An entity merged from the mentions, before entity resolution."""
+
+    __tablename__ = "graph_merged_entities"
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    display_name: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(64))
+    descriptions: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    source_chunk_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    mentions: Mapped[int] = mapped_column(Integer)
+
+
+class GraphMergedRelationship(Base):
+    """A relationship merged from the mentions, before entity resolution."""
+
+    __tablename__ = "graph_merged_relationships"
+    __table_args__ = (Index("ix_graph_merged_relationships_room_target", "room_id", "target"),)
+
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    target: Mapped[str] = mapped_column(Text, primary_key=True)
+    weight: Mapped[float] = mapped_column(Float)
+    descriptions: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    source_chunk_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+
+
 class GraphCommunity(Base):
     __tablename__ = "graph_communities"
 
@@ -266,6 +382,12 @@ class GraphCommunity(Base):
     level: Mapped[int] = mapped_column(Integer)
     parent_id: Mapped[str | None] = mapped_column(String(64))
     entity_names: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    #: ``knowledge.communities.graph_fingerprint`` of the graph they were detected on (0011).
+    graph_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    #: Entities placed or removed incrementally since Leiden last ran (0011).
+    drift: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The graph's total relationship weight when Leiden last ran (0011).
+    baseline_weight: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class GraphCommunityReport(Base):

@@ -53,6 +53,14 @@ class Community:
     level: int
     parent_id: str | None
     entity_names: list[str]
+    #: ``knowledge.communities.graph_fingerprint`` of the graph the communities were detected
+    #: on (the same on every community of a room); an unchanged graph skips detection.
+    graph_fingerprint: str | None = field(default=None, compare=False)
+    #: Entities added or removed by incremental updates since Leiden last ran (the same on
+    #: every community of a room; ``knowledge.communities.update_communities``).
+    drift: int = field(default=0, compare=False)
+    #: The graph's total relationship weight when Leiden last ran (likewise the same on all).
+    baseline_weight: float = field(default=0.0, compare=False)
 
 
 @dataclass
@@ -74,64 +82,129 @@ class RoomGraph:
     relationships: list[Relationship]
 
 
+@dataclass(frozen=True)
+class EntityMention:
+    """One entity of one chunk's extraction, as merging sees it (``name`` normalized)."""
+
+    name: str
+    display_name: str
+    type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class RelationshipMention:
+    """One relationship of one chunk's extraction that counts (both ends are entities of the
+    same extraction, not a self-loop), its pair ordered ``source < target``."""
+
+    source: str
+    target: str
+    weight: float
+    description: str
+
+
+def extraction_mentions(
+    extraction: Extraction,
+) -> tuple[list[EntityMention], list[RelationshipMention]]:
+    """What one chunk contributes to the merged graph, in extraction order."""
+    entities = []
+    for entity in extraction.entities:
+        key = normalize_name(entity.name)
+        if not key:
+            continue
+        entities.append(
+            EntityMention(
+                key, " ".join(entity.name.split()), entity.type.upper(), entity.description
+            )
+        )
+    # A relationship counts only between entities of its own extraction.
+    known = {normalize_name(e.name) for e in extraction.entities}
+    relationships = []
+    for rel in extraction.relationships:
+        a, b = normalize_name(rel.source), normalize_name(rel.target)
+        if a == b or a not in known or b not in known:
+            continue
+        pair = (a, b) if a < b else (b, a)
+        relationships.append(RelationshipMention(pair[0], pair[1], rel.weight, rel.description))
+    return entities, relationships
+
+
+class GraphMerger:
+    """Entity and relationship mentions added in chunk order, merged into a room graph.
+
+    The one place merging happens: :func:`merge_extractions` feeds it every chunk, the delta
+    graph build (``knowledge.indexing.graph``) feeds it the stored mentions of the names and
+    pairs that changed, in the same (chunk position) order, and so gets the same rows."""
+
+    def __init__(self) -> None:
+        self.display: dict[str, str] = {}
+        self.types: dict[str, Counter[str]] = {}
+        self.descriptions: dict[str, list[str]] = {}
+        self.entity_chunks: dict[str, list[str]] = {}
+        self.mentions: Counter[str] = Counter()
+        self.weights: dict[tuple[str, str], float] = {}
+        self.rel_descriptions: dict[tuple[str, str], list[str]] = {}
+        self.rel_chunks: dict[tuple[str, str], list[str]] = {}
+
+    def add_entity(self, chunk_id: str, mention: EntityMention) -> None:
+        key = mention.name
+        self.display.setdefault(key, mention.display_name)
+        self.types.setdefault(key, Counter())[mention.type] += 1
+        self.mentions[key] += 1
+        _add_unique(self.descriptions.setdefault(key, []), mention.description, MAX_DESCRIPTIONS)
+        _add_unique(self.entity_chunks.setdefault(key, []), chunk_id)
+
+    def add_relationship(self, chunk_id: str, mention: RelationshipMention) -> None:
+        pair = (mention.source, mention.target)
+        self.weights[pair] = self.weights.get(pair, 0.0) + mention.weight
+        _add_unique(
+            self.rel_descriptions.setdefault(pair, []), mention.description, MAX_DESCRIPTIONS
+        )
+        _add_unique(self.rel_chunks.setdefault(pair, []), chunk_id)
+
+    def add_extraction(self, chunk_id: str, extraction: Extraction) -> None:
+        entities, relationships = extraction_mentions(extraction)
+        for entity in entities:
+            self.add_entity(chunk_id, entity)
+        for rel in relationships:
+            self.add_relationship(chunk_id, rel)
+
+    def entity(self, key: str) -> Entity:
+        return Entity(
+            name=key,
+            display_name=self.display[key],
+            type=_merged_type(self.types[key]),
+            description=" ".join(self.descriptions[key]),
+            source_chunk_ids=self.entity_chunks[key],
+            mentions=self.mentions[key],
+            descriptions=self.descriptions[key],
+        )
+
+    def relationship(self, pair: tuple[str, str]) -> Relationship:
+        return Relationship(
+            source=pair[0],
+            target=pair[1],
+            weight=float(self.weights[pair]),
+            description=" ".join(self.rel_descriptions[pair]),
+            source_chunk_ids=self.rel_chunks[pair],
+        )
+
+    def graph(self) -> RoomGraph:
+        return RoomGraph(
+            entities=[self.entity(key) for key in sorted(self.display)],
+            relationships=[self.relationship(pair) for pair in sorted(self.weights)],
+        )
+
+
 def merge_extractions(extractions: Iterable[tuple[str, Extraction]]) -> RoomGraph:
     """Merge per-chunk extractions (in chunk order) into one room graph.
 
     Deterministic: the same extractions in the same order give the same graph.
     """
-    display: dict[str, str] = {}
-    types: dict[str, Counter[str]] = {}
-    descriptions: dict[str, list[str]] = {}
-    entity_chunks: dict[str, list[str]] = {}
-    mentions: Counter[str] = Counter()
-    weights: dict[tuple[str, str], float] = {}
-    rel_descriptions: dict[tuple[str, str], list[str]] = {}
-    rel_chunks: dict[tuple[str, str], list[str]] = {}
-
+    merger = GraphMerger()
     for chunk_id, extraction in extractions:
-        for entity in extraction.entities:
-            key = normalize_name(entity.name)
-            if not key:
-                continue
-            display.setdefault(key, " ".join(entity.name.split()))
-            types.setdefault(key, Counter())[entity.type.upper()] += 1
-            mentions[key] += 1
-            _add_unique(descriptions.setdefault(key, []), entity.description, MAX_DESCRIPTIONS)
-            _add_unique(entity_chunks.setdefault(key, []), chunk_id)
-        # A relationship counts only between entities of its own extraction.
-        known = {normalize_name(e.name) for e in extraction.entities}
-        for rel in extraction.relationships:
-            a, b = normalize_name(rel.source), normalize_name(rel.target)
-            if a == b or a not in known or b not in known:
-                continue
-            pair = (a, b) if a < b else (b, a)
-            weights[pair] = weights.get(pair, 0.0) + rel.weight
-            _add_unique(rel_descriptions.setdefault(pair, []), rel.description, MAX_DESCRIPTIONS)
-            _add_unique(rel_chunks.setdefault(pair, []), chunk_id)
-
-    entities = [
-        Entity(
-            name=key,
-            display_name=display[key],
-            type=_merged_type(types[key]),
-            description=" ".join(descriptions[key]),
-            source_chunk_ids=entity_chunks[key],
-            mentions=mentions[key],
-            descriptions=descriptions[key],
-        )
-        for key in sorted(display)
-    ]
-    relationships = [
-        Relationship(
-            source=a,
-            target=b,
-            weight=float(weights[(a, b)]),
-            description=" ".join(rel_descriptions[(a, b)]),
-            source_chunk_ids=rel_chunks[(a, b)],
-        )
-        for a, b in sorted(weights)
-    ]
-    return RoomGraph(entities=entities, relationships=relationships)
+        merger.add_extraction(chunk_id, extraction)
+    return merger.graph()
 
 
 def _add_unique(values: list[str], value: str, limit: int | None = None) -> None:

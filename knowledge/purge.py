@@ -8,7 +8,10 @@ behind until :func:`purge_room` removes it:
 
 PostgreSQL, always (whichever graph / vector store is configured: a room indexed before Neo4j
 or Qdrant was configured still has rows here)
-    ``room_chunks``, ``chunk_extractions``, ``entity_aliases`` (here);
+    ``room_chunks``, ``chunk_extractions``, ``entity_aliases``, and the graph build's state
+    (``graph_build_rooms``, ``graph_build_chunks``, ``graph_room_words``,
+    ``graph_entity_mentions``, ``graph_relationship_mentions``, ``graph_merged_entities``,
+    ``graph_merged_relationships``), the index steps' pending ``room_changes`` (here);
     ``graph_entities``, ``graph_relationships``, ``graph_communities``,
     ``graph_community_reports`` (:meth:`PostgresGraphStore.wipe_room`);
     ``vector_points``, ``lexical_postings`` (:meth:`PgVectorStore.wipe_room`).
@@ -42,14 +45,40 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import delete
 
-from dbschema.models import ChunkExtraction, EntityAlias, RoomChunk
+from dbschema.models import (
+    ChunkExtraction,
+    EntityAlias,
+    GraphBuildChunk,
+    GraphBuildRoom,
+    GraphEntityMention,
+    GraphMergedEntity,
+    GraphMergedRelationship,
+    GraphRelationshipMention,
+    GraphRoomWord,
+    RoomChange,
+    RoomChunk,
+)
 from knowledge.errors import InvalidInputError
 from knowledge.platform import Platform
 from knowledge.stores.pgvector_store import PgVectorStore
 from knowledge.stores.postgres_graph import PostgresGraphStore
 
 #: Derived tables of the room pipeline itself (the stores' own tables are their wipe_room's).
-DERIVED_TABLES = (ChunkExtraction, RoomChunk, EntityAlias)
+DERIVED_TABLES = (
+    ChunkExtraction,
+    RoomChunk,
+    EntityAlias,
+    # the graph build's state (``knowledge.indexing.graph``)
+    GraphEntityMention,
+    GraphRelationshipMention,
+    GraphMergedEntity,
+    GraphMergedRelationship,
+    GraphRoomWord,
+    GraphBuildChunk,
+    GraphBuildRoom,
+    # the index steps' pending changes (``knowledge.indexing.changes``)
+    RoomChange,
+)
 
 
 class PurgeIncomplete(RuntimeError):

@@ -7,11 +7,12 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from knowledge.graph import Community, CommunityReport, Entity, Relationship
+from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
 from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import ReportOutput
@@ -37,19 +38,118 @@ class ReportContext:
         and descriptions, its relationships, or a relationship's weight crossing a power of
         two. One more co-mention of a busy pair does not rewrite the report (reports say how
         fresh they are); which excerpts are quoted follows from the rest."""
-        payload = {
-            "community": self.community.id,
-            "entities": sorted((e.name, e.type, e.description) for e in self.entities),
-            "relationships": sorted(
-                (r.source, r.target, _weight_bucket(r.weight), r.description)
-                for r in self.relationships
-            ),
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+        return content_hash(self.community.id, self.entities, self.relationships)
+
+
+def content_hash(
+    community_id: str, entities: Iterable[Entity], relationships: Iterable[Relationship]
+) -> str:
+    """:meth:`ReportContext.content_hash` of a community with these members and these
+    relationships inside it (any order)."""
+    payload = {
+        "community": community_id,
+        "entities": sorted((e.name, e.type, e.description) for e in entities),
+        "relationships": sorted(
+            (r.source, r.target, _weight_bucket(r.weight), r.description) for r in relationships
+        ),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _weight_bucket(weight: float) -> int:
     return math.floor(math.log2(max(weight, 1.0)))
+
+
+class GraphIndex:
+    """The room graph indexed for reports, in one pass: entities by name, relationships by
+    entity. A community's inside relationships then come from its members' adjacency
+    (O(sum of member degrees)), and its content hash from per-row JSON fragments computed
+    once per row, not once per community."""
+
+    def __init__(self, graph: RoomGraph) -> None:
+        self.entities: dict[str, Entity] = {e.name: e for e in graph.entities}
+        self.adjacency: dict[str, list[Relationship]] = defaultdict(list)
+        for r in graph.relationships:
+            self.adjacency[r.source].append(r)
+            if r.target != r.source:
+                self.adjacency[r.target].append(r)
+        self._entity_json: dict[str, tuple[tuple[str, str, str], str]] = {}
+        self._relationship_json: dict[int, tuple[tuple[str, str, int, str], str]] = {}
+
+    def inside(self, members: Collection[str]) -> list[Relationship]:
+        """The relationships with both ends among ``members``, each once (in no set order)."""
+        names = members if isinstance(members, (set, frozenset, dict)) else set(members)
+        return [
+            r
+            for name in names
+            for r in self.adjacency.get(name, ())
+            if r.source == name and r.target in names
+        ]
+
+    def members(self, community: Community) -> list[Entity]:
+        return [self.entities[n] for n in community.entity_names if n in self.entities]
+
+    def content_hash(self, community: Community) -> str:
+        """Equal to ``build_context(community, …).content_hash()``, without building the
+        context: the same JSON, assembled from cached per-row fragments."""
+        entity_parts = sorted(self._entity_fragment(e) for e in self.members(community))
+        rel_parts = sorted(
+            self._relationship_fragment(r) for r in self.inside(set(community.entity_names))
+        )
+        text = (
+            '{"community": '
+            + json.dumps(community.id)
+            + ', "entities": ['
+            + ", ".join(part for _, part in entity_parts)
+            + '], "relationships": ['
+            + ", ".join(part for _, part in rel_parts)
+            + "]}"
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def _entity_fragment(self, e: Entity) -> tuple[tuple[str, str, str], str]:
+        cached = self._entity_json.get(e.name)
+        if cached is None:
+            key = (e.name, e.type, e.description)
+            cached = self._entity_json[e.name] = (key, json.dumps(list(key)))
+        return cached
+
+    def _relationship_fragment(self, r: Relationship) -> tuple[tuple[str, str, int, str], str]:
+        cached = self._relationship_json.get(id(r))
+        if cached is None:
+            key = (r.source, r.target, _weight_bucket(r.weight), r.description)
+            cached = self._relationship_json[id(r)] = (key, json.dumps(list(key)))
+        return cached
+
+    def excerpt_chunk_ids(self, community: Community, max_excerpts: int = 3) -> list[str]:
+        """The chunks a context quotes: those most shared among the members."""
+        votes: dict[str, int] = {}
+        for e in self.members(community):
+            for cid in e.source_chunk_ids:
+                votes[cid] = votes.get(cid, 0) + 1
+        return sorted(votes, key=lambda c: (-votes[c], c))[:max_excerpts]
+
+    def context(
+        self, community: Community, chunk_texts: Mapping[str, str], max_excerpts: int = 3
+    ) -> ReportContext:
+        members = set(community.entity_names)
+        inside = self.inside(members)
+        inside.sort(key=lambda r: (-r.weight, r.source, r.target))
+        degree: dict[str, float] = {name: 0.0 for name in members}
+        for r in inside:
+            degree[r.source] += r.weight
+            degree[r.target] += r.weight
+        ordered = sorted(
+            (self.entities[n] for n in members if n in self.entities),
+            key=lambda e: (-degree[e.name], -e.mentions, e.name),
+        )
+        best = self.excerpt_chunk_ids(community, max_excerpts)
+        return ReportContext(
+            community=community,
+            entities=ordered,
+            relationships=inside,
+            excerpts=[(cid, chunk_texts[cid]) for cid in best if cid in chunk_texts],
+        )
 
 
 class ReportWriter(Protocol):
@@ -62,31 +162,15 @@ def build_context(
     community: Community,
     entities: dict[str, Entity],
     relationships: Sequence[Relationship],
-    chunk_texts: dict[str, str],
+    chunk_texts: Mapping[str, str],
     max_excerpts: int = 3,
 ) -> ReportContext:
-    members = set(community.entity_names)
-    inside = [r for r in relationships if r.source in members and r.target in members]
-    inside.sort(key=lambda r: (-r.weight, r.source, r.target))
-    degree: dict[str, float] = {name: 0.0 for name in members}
-    for r in inside:
-        degree[r.source] += r.weight
-        degree[r.target] += r.weight
-    ordered = sorted(
-        (entities[n] for n in members if n in entities),
-        key=lambda e: (-degree[e.name], -e.mentions, e.name),
+    """One community's context from the whole graph (indexes it: for many communities, build
+    one :class:`GraphIndex` and call :meth:`GraphIndex.context`)."""
+    index = GraphIndex(
+        RoomGraph(entities=list(entities.values()), relationships=list(relationships))
     )
-    chunk_votes: dict[str, int] = {}
-    for e in ordered:
-        for cid in e.source_chunk_ids:
-            chunk_votes[cid] = chunk_votes.get(cid, 0) + 1
-    best = sorted(chunk_votes, key=lambda c: (-chunk_votes[c], c))[:max_excerpts]
-    return ReportContext(
-        community=community,
-        entities=ordered,
-        relationships=inside,
-        excerpts=[(cid, chunk_texts[cid]) for cid in best if cid in chunk_texts],
-    )
+    return index.context(community, chunk_texts, max_excerpts)
 
 
 def _join_names(names: Sequence[str]) -> str:

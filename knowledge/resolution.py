@@ -24,7 +24,7 @@ it came from: deleting the messages an alias was read in removes the alias and s
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from knowledge.graph import MAX_DESCRIPTIONS, Entity, Relationship, RoomGraph
@@ -143,16 +143,21 @@ def nickname_aliases(
 ) -> dict[str, tuple[str, float]]:
     """A one-word name that is a short form of the first name of exactly one multi-word
     person (a speaker or a PERSON entity)."""
-    persons = [
-        e for e in entities if len(e.name.split()) >= 2 and (e.type == "PERSON" or e.name in people)
-    ]
+    # A short form shares its first three letters with the first name (``_nickname_of``), so
+    # each name only meets the persons of its three-letter prefix.
+    persons: dict[str, list[Entity]] = {}
+    for e in entities:
+        if len(e.name.split()) >= 2 and (e.type == "PERSON" or e.name in people):
+            persons.setdefault(e.name.split()[0][:3], []).append(e)
     out: dict[str, tuple[str, float]] = {}
     for e in entities:
         if " " in e.name or len(e.name) < 3 or not e.name.isalpha():
             continue
         if e.type not in ("PERSON", _GENERIC):
             continue
-        targets = [p.name for p in persons if _nickname_of(e.name, p.name.split()[0])]
+        targets = [
+            p.name for p in persons.get(e.name[:3], ()) if _nickname_of(e.name, p.name.split()[0])
+        ]
         if len(targets) == 1:
             out[e.name] = (targets[0], len(e.name) / len(targets[0].split()[0]))
     return out
@@ -184,40 +189,32 @@ def embedding_pairs(
     return pairs
 
 
-def apply_aliases(graph: RoomGraph, aliases: dict[str, tuple[str, str, float]]) -> RoomGraph:
-    """Merge every alias entity into its canonical one (alias -> (canonical, method, score)).
-
-    Mentions add up, chunk provenance and descriptions are unioned, relationships are
-    re-pointed (pairs merged, weights summed, self-loops dropped).
-    """
-    if not aliases:
-        return graph
-
-    def root(name: str) -> str:
-        seen = set()
-        while name in aliases and name not in seen:
-            seen.add(name)
-            name = aliases[name][0]
+def alias_root(aliases: dict[str, tuple[str, str, float]], name: str) -> str:
+    """The name an alias finally merges into (itself when it is no alias)."""
+    if name not in aliases:
         return name
+    seen = set()
+    while name in aliases and name not in seen:
+        seen.add(name)
+        name = aliases[name][0]
+    return name
 
-    by_name = {e.name: e for e in graph.entities}
-    merged: dict[str, Entity] = {}
-    for entity in graph.entities:
-        target = root(entity.name)
-        base = by_name[target]
-        into = merged.get(target)
-        if into is None:
-            into = Entity(
-                name=base.name,
-                display_name=base.display_name,
-                type=base.type,
-                description=base.description,
-                source_chunk_ids=list(base.source_chunk_ids),
-                mentions=base.mentions,
-                descriptions=list(base.descriptions),
-            )
-            merged[target] = into
-        if entity.name == target:
+
+def merge_entity_group(base: Entity, members: Iterable[Entity]) -> Entity:
+    """The canonical entity ``base`` with its alias entities merged in (in the given order):
+    mentions add up, chunk provenance and descriptions are unioned, a specific type replaces
+    the generic one."""
+    into = Entity(
+        name=base.name,
+        display_name=base.display_name,
+        type=base.type,
+        description=base.description,
+        source_chunk_ids=list(base.source_chunk_ids),
+        mentions=base.mentions,
+        descriptions=list(base.descriptions),
+    )
+    for entity in members:
+        if entity.name == base.name:
             continue
         into.mentions += entity.mentions
         for cid in entity.source_chunk_ids:
@@ -229,61 +226,97 @@ def apply_aliases(graph: RoomGraph, aliases: dict[str, tuple[str, str, float]]) 
         into.description = " ".join(into.descriptions)
         if into.type == _GENERIC and entity.type != _GENERIC:
             into.type = entity.type
-    rels: dict[tuple[str, str], Relationship] = {}
-    for rel in graph.relationships:
-        a, b = root(rel.source), root(rel.target)
-        if a == b:
-            continue
-        pair = (a, b) if a < b else (b, a)
-        into_rel = rels.get(pair)
-        if into_rel is None:
-            rels[pair] = Relationship(
+    return into
+
+
+def merge_relationship_group(pair: tuple[str, str], rels: Iterable[Relationship]) -> Relationship:
+    """One relationship of the resolved pair from the relationships re-pointed to it (in
+    (source, target) order): weights summed, descriptions and provenance unioned."""
+    merged: Relationship | None = None
+    for rel in rels:
+        if merged is None:
+            merged = Relationship(
                 pair[0], pair[1], rel.weight, rel.description, list(rel.source_chunk_ids)
             )
             continue
-        into_rel.weight += rel.weight
-        if rel.description and rel.description not in into_rel.description:
-            into_rel.description = (into_rel.description + " " + rel.description).strip()
+        merged.weight += rel.weight
+        if rel.description and rel.description not in merged.description:
+            merged.description = (merged.description + " " + rel.description).strip()
         for cid in rel.source_chunk_ids:
-            if cid not in into_rel.source_chunk_ids:
-                into_rel.source_chunk_ids.append(cid)
+            if cid not in merged.source_chunk_ids:
+                merged.source_chunk_ids.append(cid)
+    if merged is None:
+        raise ValueError(f"no relationship for {pair}")
+    return merged
+
+
+def resolved_pair(
+    aliases: dict[str, tuple[str, str, float]], source: str, target: str
+) -> tuple[str, str] | None:
+    """The pair a relationship is re-pointed to (None: a self-loop, dropped)."""
+    a, b = alias_root(aliases, source), alias_root(aliases, target)
+    if a == b:
+        return None
+    return (a, b) if a < b else (b, a)
+
+
+def apply_aliases(graph: RoomGraph, aliases: dict[str, tuple[str, str, float]]) -> RoomGraph:
+    """Merge every alias entity into its canonical one (alias -> (canonical, method, score)).
+
+    Mentions add up, chunk provenance and descriptions are unioned, relationships are
+    re-pointed (pairs merged, weights summed, self-loops dropped).
+    """
+    if not aliases:
+        return graph
+    by_name = {e.name: e for e in graph.entities}
+    groups: dict[str, list[Entity]] = {}
+    for entity in graph.entities:
+        groups.setdefault(alias_root(aliases, entity.name), []).append(entity)
+    merged = {
+        target: merge_entity_group(by_name[target], members) for target, members in groups.items()
+    }
+    pairs: dict[tuple[str, str], list[Relationship]] = {}
+    for rel in graph.relationships:
+        pair = resolved_pair(aliases, rel.source, rel.target)
+        if pair is not None:
+            pairs.setdefault(pair, []).append(rel)
     return RoomGraph(
         entities=[merged[k] for k in sorted(merged)],
-        relationships=[rels[k] for k in sorted(rels)],
+        relationships=[merge_relationship_group(k, pairs[k]) for k in sorted(pairs)],
     )
 
 
-def resolve(
-    graph: RoomGraph,
-    decided: dict[str, tuple[str, str, float]] | None = None,
-    speakers: Sequence[str] = (),
-    ordinary_words: set[str] | None = None,
-) -> tuple[RoomGraph, list[AliasRecord]]:
-    """The graph with aliases merged, and the merges made (rules 1 and 2 here; ``decided``
-    adds merges found by embeddings / the LLM, alias -> (canonical, method, score)).
-
-    ``speakers``: the room's speakers, candidates for canonical names; a speaker becomes an
-    entity only when some name of the text resolves to them."""
-    known = {e.name for e in graph.entities}
-    people = [
+def speaker_people(known: set[str], speakers: Sequence[str]) -> list[Entity]:
+    """The room's multi-word speakers no extraction named, as PERSON candidates."""
+    return [
         Entity(name=key, display_name=" ".join(s.split()), type="PERSON")
         for s in dict.fromkeys(speakers)
         if (key := " ".join(s.lower().split())) and key not in known and len(key.split()) > 1
     ]
-    pool = RoomGraph(entities=[*graph.entities, *people], relationships=graph.relationships)
+
+
+def alias_map(
+    entities: Sequence[Entity],
+    people: Sequence[Entity],
+    decided: dict[str, tuple[str, str, float]] | None = None,
+    speakers: Sequence[str] = (),
+    ordinary_words: set[str] | None = None,
+) -> dict[str, tuple[str, str, float]]:
+    """alias -> (canonical, method, score) by the rules, for ``entities`` (the merged graph's,
+    sorted by name; only ``name``, ``display_name`` and ``type`` are read) and the speakers
+    ``people`` (:func:`speaker_people`); no cycles."""
+    pool = [*entities, *people]
     aliases: dict[str, tuple[str, str, float]] = {}
-    for alias, (canonical, score) in trimmed_aliases(
-        pool.entities, ordinary_words or set()
-    ).items():
+    for alias, (canonical, score) in trimmed_aliases(pool, ordinary_words or set()).items():
         aliases[alias] = (canonical, "trim", score)
     # Names that are an ordinary word away from another name are no containers of it.
-    kept = [e for e in pool.entities if e.name not in aliases]
+    kept = [e for e in pool if e.name not in aliases]
     for alias, (canonical, score) in containment_aliases(kept).items():
         aliases.setdefault(alias, (canonical, "containment", score))
-    for alias, (canonical, score) in abbreviation_aliases(pool.entities).items():
+    for alias, (canonical, score) in abbreviation_aliases(pool).items():
         aliases.setdefault(alias, (canonical, "abbreviation", score))
     speaker_keys = {" ".join(s.lower().split()) for s in speakers}
-    for alias, (canonical, score) in nickname_aliases(pool.entities, speaker_keys).items():
+    for alias, (canonical, score) in nickname_aliases(pool, speaker_keys).items():
         aliases.setdefault(alias, (canonical, "nickname", score))
     # A speaker is never folded into another name (it is a member, not a mention).
     for person in people:
@@ -300,6 +333,43 @@ def resolve(
                 break
             seen.add(name)
             name = aliases[name][0]
+    return aliases
+
+
+def alias_record(
+    aliases: dict[str, tuple[str, str, float]],
+    alias: str,
+    final: Container[str],
+    source_chunk_ids: Sequence[str],
+) -> AliasRecord:
+    """The stored record of one alias: its canonical name is the entity it ended up in."""
+    canonical, method, score = aliases[alias]
+    target = canonical
+    while target not in final and target in aliases:
+        target = aliases[target][0]
+    return AliasRecord(
+        alias=alias,
+        canonical=target,
+        method=method,
+        score=round(score, 4),
+        source_chunk_ids=tuple(source_chunk_ids),
+    )
+
+
+def resolve(
+    graph: RoomGraph,
+    decided: dict[str, tuple[str, str, float]] | None = None,
+    speakers: Sequence[str] = (),
+    ordinary_words: set[str] | None = None,
+) -> tuple[RoomGraph, list[AliasRecord]]:
+    """The graph with aliases merged, and the merges made (rules 1 and 2 here; ``decided``
+    adds merges found by embeddings / the LLM, alias -> (canonical, method, score)).
+
+    ``speakers``: the room's speakers, candidates for canonical names; a speaker becomes an
+    entity only when some name of the text resolves to them."""
+    people = speaker_people({e.name for e in graph.entities}, speakers)
+    pool = RoomGraph(entities=[*graph.entities, *people], relationships=graph.relationships)
+    aliases = alias_map(graph.entities, people, decided, speakers, ordinary_words)
     by_name = {e.name: e for e in pool.entities}
     merged = apply_aliases(pool, aliases)
     # Speakers nothing resolved to stay out of the graph.
@@ -308,18 +378,8 @@ def resolve(
         relationships=merged.relationships,
     )
     final = {e.name for e in resolved.entities}
-    records = []
-    for alias, (canonical, method, score) in sorted(aliases.items()):
-        target = canonical
-        while target not in final and target in aliases:
-            target = aliases[target][0]
-        records.append(
-            AliasRecord(
-                alias=alias,
-                canonical=target,
-                method=method,
-                score=round(score, 4),
-                source_chunk_ids=tuple(by_name[alias].source_chunk_ids),
-            )
-        )
+    records = [
+        alias_record(aliases, alias, final, by_name[alias].source_chunk_ids)
+        for alias in sorted(aliases)
+    ]
     return resolved, records

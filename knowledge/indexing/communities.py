@@ -1,11 +1,28 @@
-"""Step 4: hierarchical Leiden communities of the room graph."""
+"""Step 4: hierarchical Leiden communities of the room graph.
+
+Delta: the communities are stored with the fingerprint of the graph they were detected on
+(nodes, weighted edges, parameters); an unchanged graph skips detection and writes nothing.
+A small change is applied incrementally (``update_communities``): new entities join the
+stored communities they are most tied to and nobody else moves, so the reports step rewrites
+only the reports of the communities that gained or lost members. Once the entities added or
+removed that way exceed ``DRIFT_LIMIT`` of the graph, Leiden runs again, warm-started from the
+stored assignment, and each community inherits the id of the previous one it overlaps most
+(``knowledge.communities``), so the hierarchy keeps most of its ids.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-from knowledge.communities import hierarchical_communities
+from knowledge.communities import (
+    graph_fingerprint,
+    hierarchical_communities,
+    inherit_ids,
+    total_weight,
+    update_communities,
+)
+from knowledge.graph import Community
 from knowledge.platform import Platform
 
 
@@ -13,39 +30,83 @@ from knowledge.platform import Platform
 class CommunityBuild:
     total: int
     levels: int
+    #: Communities whose id was stored before (same members, or inherited by overlap).
     unchanged: int
     top_level: int
     largest: int
     seconds: float
+    #: Ids kept from the previous detection (inherited or same members), of ``previous``.
+    kept: int = 0
+    previous: int = 0
+    #: The graph was unchanged since the last detection: nothing was run or written.
+    skipped: bool = False
+    #: Leiden started from the previous assignment.
+    warm_start: bool = False
+    #: "skipped" (graph unchanged), "incremental" (entities placed, nobody moved) or "leiden".
+    mode: str = "leiden"
+    #: Entities placed or removed incrementally since Leiden last ran.
+    drift: int = 0
 
 
 async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild:
     started = time.perf_counter()
+    settings = platform.settings
+    seed, max_size = settings.leiden_seed, settings.leiden_max_cluster_size
+    previous = await platform.graph.get_communities(room_id)
+    graph = await platform.graph.get_graph(room_id)
+    nodes = [e.name for e in graph.entities]
+    edges = [(r.source, r.target, r.weight) for r in graph.relationships]
+    fingerprint = graph_fingerprint(nodes, edges, seed, max_size)
+    if previous and all(c.graph_fingerprint == fingerprint for c in previous):
+        return _build(previous, previous, started, skipped=True)
+    placed = update_communities(room_id, nodes, edges, previous)
+    if placed is not None:
+        for community in placed:
+            community.graph_fingerprint = fingerprint
+        await platform.graph.replace_communities(room_id, placed)
+        return _build(placed, previous, started, mode="incremental")
+
     # A store that runs Leiden itself (Neo4j: GDS) does; otherwise Leiden runs here in Python.
     from knowledge.stores.base import CommunityDetector
 
     if isinstance(platform.graph, CommunityDetector):
-        communities = await platform.graph.detect_communities(
-            room_id,
-            seed=platform.settings.leiden_seed,
-            max_cluster_size=platform.settings.leiden_max_cluster_size,
+        found = await platform.graph.detect_communities(
+            room_id, seed=seed, max_cluster_size=max_size, previous=previous
         )
+        communities = inherit_ids(room_id, found, previous)
     else:
-        graph = await platform.graph.get_graph(room_id)
         communities = hierarchical_communities(
-            room_id,
-            (e.name for e in graph.entities),
-            [(r.source, r.target, r.weight) for r in graph.relationships],
-            seed=platform.settings.leiden_seed,
-            max_cluster_size=platform.settings.leiden_max_cluster_size,
+            room_id, nodes, edges, seed=seed, max_cluster_size=max_size, previous=previous
         )
-    before = {c.id for c in await platform.graph.get_communities(room_id)}
+    baseline = total_weight(edges)
+    for community in communities:
+        community.graph_fingerprint = fingerprint
+        community.baseline_weight = baseline
     await platform.graph.replace_communities(room_id, communities)
+    return _build(communities, previous, started, warm_start=bool(previous))
+
+
+def _build(
+    communities: list[Community],
+    previous: list[Community],
+    started: float,
+    skipped: bool = False,
+    warm_start: bool = False,
+    mode: str = "leiden",
+) -> CommunityBuild:
+    before = {c.id for c in previous}
+    kept = sum(1 for c in communities if c.id in before)
     return CommunityBuild(
         total=len(communities),
         levels=len({c.level for c in communities}),
-        unchanged=sum(1 for c in communities if c.id in before),
+        unchanged=kept,
         top_level=sum(1 for c in communities if c.level == 0),
         largest=max((len(c.entity_names) for c in communities), default=0),
         seconds=time.perf_counter() - started,
+        kept=kept,
+        previous=len(previous),
+        skipped=skipped,
+        warm_start=warm_start,
+        mode="skipped" if skipped else mode,
+        drift=max((c.drift for c in communities), default=0),
     )

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 
 from dbschema.models import ChunkExtraction, EntityAlias, RoomChunk
+from knowledge.indexing.changes import reset_room
 from knowledge.indexing.chunks import ChunkSync, sync_chunks
 from knowledge.indexing.communities import CommunityBuild, detect_communities
 from knowledge.indexing.evidence import EvidenceSync, sync_evidence
-from knowledge.indexing.graph import GraphBuild, build_graph
+from knowledge.indexing.graph import BUILD_TABLES, GraphBuild, build_graph
 from knowledge.indexing.reports import ReportBuild, write_reports
 from knowledge.platform import Platform
 from knowledge.rooms import get_room
@@ -44,6 +45,10 @@ async def wipe_room(platform: Platform, room_id: str) -> None:
         await session.execute(delete(ChunkExtraction).where(ChunkExtraction.room_id == room_id))
         await session.execute(delete(RoomChunk).where(RoomChunk.room_id == room_id))
         await session.execute(delete(EntityAlias).where(EntityAlias.room_id == room_id))
+        # The next run of every step rebuilds the room (its pending changes are moot).
+        await reset_room(session, room_id)
+        for model in BUILD_TABLES:
+            await session.execute(delete(model).where(model.room_id == room_id))
         await session.commit()
     await platform.graph.wipe_room(room_id)
     await platform.vectors.wipe_room(room_id)

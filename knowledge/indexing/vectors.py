@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from knowledge.lexical import ANALYZER
@@ -39,13 +40,50 @@ async def sync_vectors(
     embed_texts = embed_texts or {}
     await platform.vectors.ensure_collection(collection, platform.embedder.dim)
     stored = await platform.vectors.fingerprints(collection, room_id)
+    return await _write(platform, collection, room_id, items, embed_texts, stored)
+
+
+async def sync_vector_ids(
+    platform: Platform,
+    collection: str,
+    room_id: str,
+    ids: Iterable[str],
+    items: dict[str, tuple[str, dict]],
+    embed_texts: dict[str, str] | None = None,
+) -> VectorSync:
+    """``sync_vectors`` for the points ``ids`` only (the rest of the room is not read): each
+    becomes ``items[id]`` if it is there, else is deleted. ``total`` counts ``items``."""
+    wanted_ids = sorted(set(ids) | set(items))
+    if not wanted_ids:
+        return VectorSync()
+    await platform.vectors.ensure_collection(collection, platform.embedder.dim)
+    stored = await platform.vectors.fingerprints(collection, room_id, ids=wanted_ids)
+    return await _write(platform, collection, room_id, items, embed_texts or {}, stored)
+
+
+def _fingerprints(
+    platform: Platform, items: dict[str, tuple[str, dict]], embed_texts: dict[str, str]
+) -> dict[str, str]:
     prefix = f"{platform.embedder.name}\x1f{ANALYZER}\x1f"
-    wanted = {
+    return {
         pid: fingerprint(
             prefix + text + "\x1f" + embed_texts.get(pid, "") + repr(sorted(payload.items()))
         )
         for pid, (text, payload) in items.items()
     }
+
+
+async def _write(
+    platform: Platform,
+    collection: str,
+    room_id: str,
+    items: dict[str, tuple[str, dict]],
+    embed_texts: dict[str, str],
+    stored: dict[str, str],
+) -> VectorSync:
+    """Embed and write the items whose fingerprint differs from ``stored``; delete the stored
+    points that are not items."""
+    wanted = _fingerprints(platform, items, embed_texts)
     stale = sorted(set(stored) - set(wanted))
     changed = sorted(pid for pid, fp in wanted.items() if stored.get(pid) != fp)
     for start in range(0, len(changed), _EMBED_BATCH):
@@ -68,3 +106,20 @@ async def sync_vectors(
         )
     await platform.vectors.delete(collection, room_id, stale)
     return VectorSync(written=len(changed), deleted=len(stale), total=len(wanted))
+
+
+async def probe_vector(
+    platform: Platform,
+    collection: str,
+    room_id: str,
+    pid: str,
+    text: str,
+    payload: dict,
+    embed_text: str | None = None,
+) -> bool:
+    """Whether the point ``pid`` is stored as ``sync_vectors`` would write it now: a cheap check
+    that the vector store has not fallen behind (another store configured, a collection
+    dropped, another embedder) before a run that writes only what changed."""
+    stored = await platform.vectors.fingerprints(collection, room_id, ids=[pid])
+    embed_texts = {pid: embed_text} if embed_text is not None else {}
+    return stored.get(pid) == _fingerprints(platform, {pid: (text, payload)}, embed_texts)[pid]

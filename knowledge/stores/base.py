@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from knowledge.graph import Community, CommunityReport, Entity, RoomGraph
+from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
 
 CHUNKS = "chunks"
 ENTITIES = "entities"
@@ -57,7 +57,26 @@ class GraphStore(Protocol):
         """Make the room's entities and relationships exactly ``graph`` (idempotent)."""
         ...
 
+    async def apply_graph_changes(
+        self,
+        room_id: str,
+        entities: Sequence[Entity],
+        relationships: Sequence[Relationship],
+        deleted_entities: Sequence[str] = (),
+        deleted_pairs: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Write only what changed, in one transaction: delete the pairs (``source <
+        target``) and the entities named (with every relationship of theirs), then upsert
+        ``entities`` and ``relationships`` (a relationship needs both its entities stored)."""
+        ...
+
     async def get_graph(self, room_id: str) -> RoomGraph: ...
+
+    async def get_relationships(
+        self, room_id: str, pairs: Sequence[tuple[str, str]]
+    ) -> list[Relationship]:
+        """The stored relationships of these pairs (``source < target``), sorted by pair."""
+        ...
 
     async def get_entities(self, room_id: str, names: Sequence[str]) -> list[Entity]: ...
 
@@ -100,8 +119,16 @@ class CommunityDetector(Protocol):
     gets communities computed in Python from :meth:`GraphStore.get_graph`."""
 
     async def detect_communities(
-        self, room_id: str, seed: int, max_cluster_size: int, resolution: float = 1.0
-    ) -> list[Community]: ...
+        self,
+        room_id: str,
+        seed: int,
+        max_cluster_size: int,
+        resolution: float = 1.0,
+        previous: Sequence[Community] = (),
+    ) -> list[Community]:
+        """``previous``: the stored communities, to warm-start Leiden from (the caller keeps
+        their ids, ``knowledge.communities.inherit_ids``)."""
+        ...
 
 
 class VectorStore(Protocol):
@@ -113,8 +140,18 @@ class VectorStore(Protocol):
 
     async def delete(self, collection: str, room_id: str, ids: Sequence[str]) -> None: ...
 
-    async def fingerprints(self, collection: str, room_id: str) -> dict[str, str]:
-        """Point id -> the ``fingerprint`` payload it was written with (to skip unchanged)."""
+    async def fingerprints(
+        self,
+        collection: str,
+        room_id: str,
+        ids: Sequence[str] | None = None,
+        kind: str | None = None,
+    ) -> dict[str, str]:
+        """Point id -> the ``fingerprint`` payload it was written with (to skip unchanged).
+
+        ``ids``: only those points (the ones that exist), read by id, so the cost is that of
+        ``ids`` and not of the room. ``kind``: only points whose payload ``kind`` is this (the
+        evidence's ``message`` / ``artifact``)."""
         ...
 
     async def count(self, collection: str, room_id: str) -> int: ...

@@ -38,7 +38,7 @@ import hashlib
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,11 @@ from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction
 from neo4j.exceptions import ClientError, ConstraintError
 
 import dbschema
-from knowledge.communities import community_id
+from knowledge.communities import (
+    community_id,
+    previous_assignment,
+    starting_communities,
+)
 from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
 
 SCHEMA_FILE = Path(dbschema.__file__).resolve().parent / "neo4j" / "schema.cypher"
@@ -242,6 +246,14 @@ RETURN collect(r {source: a.name, target: b.name, .weight, .description, .source
        AS rows
 """
 
+READ_PAIRS = """
+UNWIND $pairs AS pair
+MATCH (a:Entity {room_id: $room_id, name: pair[0]})-[r:RELATED]->
+      (b:Entity {room_id: $room_id, name: pair[1]})
+RETURN collect(r {source: a.name, target: b.name, .weight, .description, .source_chunk_ids})
+       AS rows
+"""
+
 READ_NAMED_ENTITIES = """
 UNWIND $names AS name
 MATCH (e:Entity {room_id: $room_id, name: name})
@@ -312,6 +324,17 @@ CALL gds.leiden.stream($graph, {
 }) YIELD nodeId, intermediateCommunityIds
 RETURN collect([nodeId, intermediateCommunityIds]) AS rows
 """
+
+# Warm start: the same projection with each node's starting community (``seed``: its previous
+# level-0 community, a fresh number for a new node) for Leiden's ``seedProperty``.
+PROJECT_SEEDED = PROJECT.replace(
+    "{relationshipProperties:",
+    "{sourceNodeProperties: {seed: $seeds[row[0]]},\n"
+    "     targetNodeProperties: CASE WHEN row[1] IS NULL THEN null ELSE {seed: $seeds[row[1]]} END,\n"
+    "     relationshipProperties:",
+)
+
+LEIDEN_SEEDED = LEIDEN.replace("gamma: $gamma,", "gamma: $gamma, seedProperty: 'seed',")
 
 DROP_GRAPH = "CALL gds.graph.drop($graph, false) YIELD graphName RETURN graphName"
 
@@ -403,6 +426,43 @@ class Neo4jGraphStore:
         except ConstraintError:
             # A concurrent writer created one of the new entities: do it again with MERGE.
             await self._write(_replace_graph, room_id, entity_rows, rel_rows, False)
+
+    async def apply_graph_changes(
+        self,
+        room_id: str,
+        entities: Sequence[Entity],
+        relationships: Sequence[Relationship],
+        deleted_entities: Sequence[str] = (),
+        deleted_pairs: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Only these rows, in one transaction: pairs and entities (``DETACH``) deleted, then
+        entities and relationships ``MERGE``\\ d in ``UNWIND`` batches."""
+        entity_rows = [_entity_row(e) for e in entities]
+        rel_rows = [_relationship_row(r) for r in relationships]
+        pairs = [list(pair) for pair in deleted_pairs]
+        names = list(deleted_entities)
+
+        async def work(tx: AsyncManagedTransaction) -> None:
+            for batch in _batches(pairs):
+                await (await tx.run(DELETE_RELATIONSHIPS, room_id=room_id, pairs=batch)).consume()
+            for batch in _batches(names):
+                await (await tx.run(DELETE_ENTITIES, room_id=room_id, names=batch)).consume()
+            for batch in _batches(entity_rows):
+                await (await tx.run(MERGE_ENTITIES, room_id=room_id, rows=batch)).consume()
+            for batch in _batches(rel_rows):
+                await (await tx.run(MERGE_RELATIONSHIPS, room_id=room_id, rows=batch)).consume()
+
+        await self._write(work)
+
+    async def get_relationships(
+        self, room_id: str, pairs: Sequence[tuple[str, str]]
+    ) -> list[Relationship]:
+        if not pairs:
+            return []
+        rows = await self._rows(
+            READ_PAIRS, room_id=room_id, pairs=[list(p) for p in sorted(set(pairs))]
+        )
+        return sorted(map(_relationship, rows), key=lambda r: r.pair)
 
     async def merge_entities(self, room_id: str, entities: Sequence[Entity]) -> None:
         """Upsert entities with UNWIND-batched MERGE (one transaction), nothing deleted."""
@@ -500,6 +560,9 @@ class Neo4jGraphStore:
                 "level": int(c.level),
                 "parent_id": c.parent_id,
                 "entity_names": list(c.entity_names),
+                "graph_fingerprint": c.graph_fingerprint,
+                "drift": int(c.drift),
+                "baseline_weight": float(c.baseline_weight),
             }
             for c in communities
         ]
@@ -530,6 +593,9 @@ class Neo4jGraphStore:
                 level=int(c["level"]),
                 parent_id=c.get("parent_id"),
                 entity_names=list(c.get("entity_names") or []),
+                graph_fingerprint=c.get("graph_fingerprint"),
+                drift=int(c.get("drift") or 0),
+                baseline_weight=float(c.get("baseline_weight") or 0.0),
             )
             for c in rows
         ]
@@ -642,10 +708,16 @@ class Neo4jGraphStore:
     # -- Leiden in GDS --------------------------------------------------------------------------
 
     async def leiden_levels(
-        self, room_id: str, seed: int, resolution: float = 1.0
+        self,
+        room_id: str,
+        seed: int,
+        resolution: float = 1.0,
+        starting: Mapping[str, int] | None = None,
     ) -> dict[str, list[int]]:
         """GDS Leiden on the room: entity name -> community per Leiden level, finest first
-        (the last one is the final partition). Entities without relationships are left out."""
+        (the last one is the final partition). Entities without relationships are left out.
+        ``starting`` (name -> community) warm-starts it (``seedProperty``; names it lacks
+        start alone)."""
         names = sorted(
             await self._rows(
                 "MATCH (e:Entity {room_id: $room_id}) WHERE EXISTS { (e)-[:RELATED]-() } "
@@ -659,12 +731,21 @@ class Neo4jGraphStore:
         graph_name = f"coagent-leiden-{uuid.uuid4().hex}"
         async with driver.session(database=self.database) as session:
             try:
+                seeds = _seeds(names, starting) if starting else None
                 await (
-                    await session.run(PROJECT, room_id=room_id, names=names, graph=graph_name)
+                    await session.run(
+                        PROJECT if seeds is None else PROJECT_SEEDED,
+                        room_id=room_id,
+                        names=names,
+                        graph=graph_name,
+                        seeds=seeds,
+                    )
                 ).consume()
-                rows = await _tx_rows(
-                    session, LEIDEN, graph=graph_name, seed=int(seed), gamma=float(resolution)
-                )
+                params = {"graph": graph_name, "seed": int(seed), "gamma": float(resolution)}
+                if seeds is None:
+                    rows = await _tx_rows(session, LEIDEN, **params)
+                else:
+                    rows = await _seeded_leiden_rows(session, params, seeds)
             finally:
                 await (await session.run(DROP_GRAPH, graph=graph_name)).consume()
         return {
@@ -681,17 +762,51 @@ class Neo4jGraphStore:
         return {name: path[-1] for name, path in levels.items()}
 
     async def detect_communities(
-        self, room_id: str, seed: int, max_cluster_size: int, resolution: float = 1.0
+        self,
+        room_id: str,
+        seed: int,
+        max_cluster_size: int,
+        resolution: float = 1.0,
+        previous: Sequence[Community] = (),
     ) -> list[Community]:
         """Hierarchical communities from GDS Leiden, shaped like
         :func:`knowledge.communities.hierarchical_communities`: level 0 is Leiden's final
         partition, a community of ``max_cluster_size`` or more entities is split at the next
         level along the next finer intermediate Leiden level that divides it (so the depth is
         bounded by GDS's levels; a community no finer level divides stays whole), ids hash (room, level, members),
-        and entities without relationships get singleton communities at level 0."""
-        levels = await self.leiden_levels(room_id, seed, resolution)
+        and entities without relationships get singleton communities at level 0.
+        ``previous`` communities warm-start Leiden from their level-0 assignment (GDS seeds
+        the first level only); ids are left to the caller (``inherit_ids``)."""
+        starting = previous_assignment(previous).get(0)
+        levels = await self.leiden_levels(room_id, seed, resolution, starting)
         names = await self.entity_names(room_id)
         return communities_from_levels(room_id, names, levels, max_cluster_size)
+
+
+async def _seeded_leiden_rows(
+    session: Any, params: dict[str, Any], seeds: Sequence[int]
+) -> list[Any]:
+    """Seeded GDS Leiden rows ``[nodeId, intermediateCommunityIds]``.
+
+    GDS 2.13 fails (a NullPointerException on its dendrogram, with or without intermediate
+    communities) when Leiden's first pass cannot improve the seeded partition: then that
+    partition is the result. Its final level is the seeds, and the finer levels come from an
+    unseeded run on the same projection (``communities_from_levels`` splits each final
+    community along them)."""
+    try:
+        return await _tx_rows(session, LEIDEN_SEEDED, **params)
+    except ClientError as error:
+        if "dendrogram" not in str(error.message or ""):
+            raise
+    cold = await _tx_rows(session, LEIDEN, **params)
+    return [[node, [*path[:-1], seeds[int(node)]]] for node, path in cold]
+
+
+def _seeds(names: Sequence[str], starting: Mapping[str, int]) -> list[int] | None:
+    """Per projected node (``names`` order) its starting community, renumbered 0.. in name
+    order, a fresh number for a name without one; None when no name has one."""
+    numbers = starting_communities(names, starting)
+    return None if numbers is None else [numbers[n] for n in names]
 
 
 def communities_from_levels(

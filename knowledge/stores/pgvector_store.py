@@ -14,8 +14,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, delete, func, select, text
+from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dbschema.models import LexicalPosting, VectorPoint
@@ -45,6 +45,8 @@ class PgVectorStore:
         self.engine = engine
         self._dims: dict[str, int] = {}
         self._indexed_dims: set[int] = set()
+        self._written_since_analyze = 0
+        self._analyzed_rows = 0
 
     async def ensure_collection(self, collection: str, dim: int) -> None:
         self._dims[collection] = dim
@@ -90,31 +92,36 @@ class PgVectorStore:
             for term, tf in tfs.items()
             if collection in LEXICAL_COLLECTIONS
         ]
+        # One statement executed for many parameter sets: SQLAlchemy compiles it once and
+        # psycopg sends the rows in pipelined batches ("insertmanyvalues"); a multi-row
+        # VALUES clause of 500 rows was compiled anew for every batch (most of a bulk load).
+        upsert = insert(VectorPoint)
+        upsert = upsert.on_conflict_do_update(
+            constraint="uq_vector_points_key",
+            set_={
+                "embedding": upsert.excluded.embedding,
+                "dim": upsert.excluded.dim,
+                "text": upsert.excluded.text,
+                "payload": upsert.excluded.payload,
+                "n_terms": upsert.excluded.n_terms,
+            },
+        )
         async with self.engine.begin() as conn:
-            for start in range(0, len(rows), _BATCH):
-                stmt = insert(VectorPoint).values(rows[start : start + _BATCH])
-                stmt = stmt.on_conflict_do_update(
-                    constraint="uq_vector_points_key",
-                    set_={
-                        "embedding": stmt.excluded.embedding,
-                        "dim": stmt.excluded.dim,
-                        "text": stmt.excluded.text,
-                        "payload": stmt.excluded.payload,
-                        "n_terms": stmt.excluded.n_terms,
-                    },
-                )
-                await conn.execute(stmt)
+            await conn.execute(upsert, rows)
             await self._delete_postings(conn, collection, room_id, list(terms))
-            for start in range(0, len(postings), _BATCH * 4):
-                await conn.execute(
-                    insert(LexicalPosting).values(postings[start : start + _BATCH * 4])
-                )
-        if len(records) >= _ANALYZE_AFTER:
+            if postings:
+                await conn.execute(insert(LexicalPosting), postings)
+        self._written_since_analyze += len(records)
+        if self._written_since_analyze >= max(_ANALYZE_AFTER, self._analyzed_rows):
             # A bulk load leaves the planner with stale statistics until autovacuum comes by;
-            # BM25 queries then scan a room's postings instead of one range per term.
+            # BM25 queries then scan a room's postings instead of one range per term. Only
+            # when the rows written since the last ANALYZE match those before it (a bulk load
+            # in batches analyzes O(log n) times, not once per batch).
             async with self.engine.connect() as conn:
                 await conn.execute(text("ANALYZE vector_points, lexical_postings"))
                 await conn.commit()
+            self._analyzed_rows += self._written_since_analyze
+            self._written_since_analyze = 0
 
     @staticmethod
     async def _delete_postings(conn: Any, collection: str, room_id: str, ids: list[str]) -> None:
@@ -140,14 +147,34 @@ class PgVectorStore:
             )
             await self._delete_postings(conn, collection, room_id, list(ids))
 
-    async def fingerprints(self, collection: str, room_id: str) -> dict[str, str]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(VectorPoint.point_id, VectorPoint.payload["fingerprint"].astext).where(
-                    VectorPoint.collection == collection, VectorPoint.room_id == room_id
+    async def fingerprints(
+        self,
+        collection: str,
+        room_id: str,
+        ids: Sequence[str] | None = None,
+        kind: str | None = None,
+    ) -> dict[str, str]:
+        query = select(VectorPoint.point_id, VectorPoint.payload["fingerprint"].astext).where(
+            VectorPoint.collection == collection, VectorPoint.room_id == room_id
+        )
+        if kind is not None:
+            query = query.where(VectorPoint.payload["kind"].astext == kind)
+        if ids is None:
+            batches: list[Any] = [query]
+        else:
+            wanted = sorted(set(ids))
+            batches = [
+                query.where(
+                    VectorPoint.point_id == func.any(array(wanted[i : i + _BATCH * 4], type_=Text))
                 )
-            )
-            return {point_id: fingerprint or "" for point_id, fingerprint in rows}
+                for i in range(0, len(wanted), _BATCH * 4)
+            ]
+        result: dict[str, str] = {}
+        async with self.engine.connect() as conn:
+            for batch in batches:
+                for point_id, fingerprint in await conn.execute(batch):
+                    result[point_id] = fingerprint or ""
+        return result
 
     async def count(self, collection: str, room_id: str) -> int:
         async with self.engine.connect() as conn:

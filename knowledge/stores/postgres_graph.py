@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,6 +41,33 @@ def _relationship(row: Any) -> Relationship:
     )
 
 
+_ENTITY_COLUMNS = ("display_name", "type", "description", "source_chunk_ids", "mentions")
+_RELATIONSHIP_COLUMNS = ("description", "weight", "source_chunk_ids")
+
+
+def _entity_values(room_id: str, e: Entity) -> dict[str, Any]:
+    return {
+        "room_id": room_id,
+        "name": e.name,
+        "display_name": e.display_name,
+        "type": e.type,
+        "description": e.description,
+        "source_chunk_ids": list(e.source_chunk_ids),
+        "mentions": e.mentions,
+    }
+
+
+def _relationship_values(room_id: str, r: Relationship) -> dict[str, Any]:
+    return {
+        "room_id": room_id,
+        "source": r.source,
+        "target": r.target,
+        "description": r.description,
+        "weight": r.weight,
+        "source_chunk_ids": list(r.source_chunk_ids),
+    }
+
+
 async def _insert_batches(conn: AsyncConnection, model: type, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), _BATCH):
         await conn.execute(insert(model), rows[start : start + _BATCH])
@@ -59,31 +86,81 @@ class PostgresGraphStore:
                 delete(GraphRelationship).where(GraphRelationship.room_id == room_id)
             )
             await conn.execute(delete(GraphEntity).where(GraphEntity.room_id == room_id))
-            rows = [
-                {
-                    "room_id": room_id,
-                    "name": e.name,
-                    "display_name": e.display_name,
-                    "type": e.type,
-                    "description": e.description,
-                    "source_chunk_ids": e.source_chunk_ids,
-                    "mentions": e.mentions,
-                }
-                for e in graph.entities
-            ]
+            rows = [_entity_values(room_id, e) for e in graph.entities]
             await _insert_batches(conn, GraphEntity, rows)
-            rel_rows = [
-                {
-                    "room_id": room_id,
-                    "source": r.source,
-                    "target": r.target,
-                    "description": r.description,
-                    "weight": r.weight,
-                    "source_chunk_ids": r.source_chunk_ids,
-                }
-                for r in graph.relationships
-            ]
+            rel_rows = [_relationship_values(room_id, r) for r in graph.relationships]
             await _insert_batches(conn, GraphRelationship, rel_rows)
+
+    async def apply_graph_changes(
+        self,
+        room_id: str,
+        entities: Sequence[Entity],
+        relationships: Sequence[Relationship],
+        deleted_entities: Sequence[str] = (),
+        deleted_pairs: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        async with self.engine.begin() as conn:
+            if deleted_pairs:
+                sources, targets = zip(*deleted_pairs, strict=True)
+                await conn.execute(
+                    text(
+                        "DELETE FROM graph_relationships r USING unnest("
+                        "CAST(:sources AS text[]), CAST(:targets AS text[])) AS d(s, t) "
+                        "WHERE r.room_id = :room AND r.source = d.s AND r.target = d.t"
+                    ),
+                    {"room": room_id, "sources": list(sources), "targets": list(targets)},
+                )
+            if deleted_entities:
+                names = list(deleted_entities)
+                await conn.execute(
+                    delete(GraphRelationship).where(
+                        GraphRelationship.room_id == room_id,
+                        or_(
+                            GraphRelationship.source.in_(names), GraphRelationship.target.in_(names)
+                        ),
+                    )
+                )
+                await conn.execute(
+                    delete(GraphEntity).where(
+                        GraphEntity.room_id == room_id, GraphEntity.name.in_(names)
+                    )
+                )
+            rows = [_entity_values(room_id, e) for e in entities]
+            for start in range(0, len(rows), _BATCH):
+                stmt = insert(GraphEntity).values(rows[start : start + _BATCH])
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["room_id", "name"],
+                    set_={k: stmt.excluded[k] for k in _ENTITY_COLUMNS},
+                )
+                await conn.execute(stmt)
+            rel_rows = [_relationship_values(room_id, r) for r in relationships]
+            for start in range(0, len(rel_rows), _BATCH):
+                rel_stmt = insert(GraphRelationship).values(rel_rows[start : start + _BATCH])
+                rel_stmt = rel_stmt.on_conflict_do_update(
+                    index_elements=["room_id", "source", "target"],
+                    set_={k: rel_stmt.excluded[k] for k in _RELATIONSHIP_COLUMNS},
+                )
+                await conn.execute(rel_stmt)
+
+    async def get_relationships(
+        self, room_id: str, pairs: Sequence[tuple[str, str]]
+    ) -> list[Relationship]:
+        if not pairs:
+            return []
+        sources, targets = zip(*sorted(set(pairs)), strict=True)
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT r.* FROM graph_relationships r JOIN unnest("
+                        "CAST(:sources AS text[]), CAST(:targets AS text[])) AS d(s, t) "
+                        "ON r.source = d.s AND r.target = d.t WHERE r.room_id = :room "
+                        "ORDER BY r.source, r.target"
+                    ),
+                    {"room": room_id, "sources": list(sources), "targets": list(targets)},
+                )
+            ).all()
+        return [_relationship(r) for r in rows]
 
     async def get_graph(self, room_id: str) -> RoomGraph:
         async with self.engine.connect() as conn:
@@ -191,6 +268,9 @@ class PostgresGraphStore:
                     "level": c.level,
                     "parent_id": c.parent_id,
                     "entity_names": c.entity_names,
+                    "graph_fingerprint": c.graph_fingerprint,
+                    "drift": c.drift,
+                    "baseline_weight": c.baseline_weight,
                 }
                 for c in communities
             ]
@@ -207,7 +287,13 @@ class PostgresGraphStore:
             ).all()
         return [
             Community(
-                id=r.id, level=r.level, parent_id=r.parent_id, entity_names=list(r.entity_names)
+                id=r.id,
+                level=r.level,
+                parent_id=r.parent_id,
+                entity_names=list(r.entity_names),
+                graph_fingerprint=r.graph_fingerprint,
+                drift=r.drift,
+                baseline_weight=r.baseline_weight,
             )
             for r in rows
         ]

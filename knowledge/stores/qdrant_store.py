@@ -273,15 +273,44 @@ class QdrantVectorStore:
 
     # --- reads ----------------------------------------------------------------------------------
 
-    async def fingerprints(self, collection: str, room_id: str) -> dict[str, str]:
+    async def fingerprints(
+        self,
+        collection: str,
+        room_id: str,
+        ids: Sequence[str] | None = None,
+        kind: str | None = None,
+    ) -> dict[str, str]:
         if not await self._exists(collection):
             return {}
         result: dict[str, str] = {}
+        if ids is not None:
+            wanted = sorted(set(ids))
+            for start in range(0, len(wanted), self.scroll_page):
+                # Point ids hash (room, id): another room's point can never be among them.
+                found = await self.client.retrieve(
+                    self.name(collection),
+                    ids=[point_id(room_id, i) for i in wanted[start : start + self.scroll_page]],
+                    with_payload=["pid", "fingerprint", "room_id", "kind"],
+                    with_vectors=False,
+                )
+                for point in found:
+                    payload = point.payload or {}
+                    if payload.get("room_id") != room_id:
+                        continue
+                    if kind is not None and payload.get("kind") != kind:
+                        continue
+                    result[payload["pid"]] = payload.get("fingerprint") or ""
+            return result
+        room = _room_filter(room_id)
+        if kind is not None:
+            room.must.append(  # type: ignore[union-attr]
+                models.FieldCondition(key="kind", match=models.MatchValue(value=kind))
+            )
         offset: Any = None
         while True:
             points, offset = await self.client.scroll(
                 self.name(collection),
-                scroll_filter=_room_filter(room_id),
+                scroll_filter=room,
                 limit=self.scroll_page,
                 offset=offset,
                 with_payload=["pid", "fingerprint"],

@@ -39,26 +39,16 @@ def chunks(
 
     (result, check), usage = knowledge.run(work)
     context.log.info(
-        "%d chunks (%d new, %d removed) from %d messages and %d artifacts",
+        "%s: %d chunks (%d new, %d removed) after reading %d messages and %d chunks%s",
+        result.mode,
         result.total,
         result.added,
         result.removed,
-        result.messages,
-        result.artifacts,
+        result.messages_read,
+        result.chunks_read,
+        f" ({result.reason})" if result.reason else "",
     )
     return MaterializeResult(
-        metadata={
-            "chunks": result.total,
-            "chunks_added": result.added,
-            "chunks_removed": result.removed,
-            "tokens": result.tokens,
-            "messages": result.messages,
-            "artifacts": result.artifacts,
-            "vectors_written": result.vectors.written,
-            "vectors_deleted": result.vectors.deleted,
-            "wiped": config.wipe,
-            "seconds": round(result.seconds, 3),
-            **usage,
-        },
+        metadata={**result.metadata(), "wiped": config.wipe, **usage},
         check_results=[check_result("chunks", "chunk_vectors_match_rows", check)],
     )

@@ -15,7 +15,8 @@ from pipelines.resources import KnowledgeResource
     check_specs=[AssetCheckSpec("entities_in_communities", asset="communities", blocking=True)],
 )
 def communities(context: AssetExecutionContext, knowledge: KnowledgeResource) -> MaterializeResult:
-    """Hierarchical Leiden communities (seeded); ids stable while membership is unchanged."""
+    """Hierarchical Leiden communities (seeded, warm-started); small changes place new
+    entities into the stored hierarchy without moving others (``mode`` says which)."""
     room_id = context.partition_key
 
     async def work(platform):  # type: ignore[no-untyped-def]
@@ -29,6 +30,8 @@ def communities(context: AssetExecutionContext, knowledge: KnowledgeResource) ->
             "levels": build.levels,
             "top_level_communities": build.top_level,
             "unchanged": build.unchanged,
+            "mode": build.mode,
+            "drift": build.drift,
             "largest": build.largest,
             "seconds": round(build.seconds, 3),
             **usage,

@@ -25,20 +25,14 @@ def evidence(context: AssetExecutionContext, knowledge: KnowledgeResource) -> Ma
 
     (result, check), usage = knowledge.run(work)
     context.log.info(
-        "%d messages and %d artifact passages (%d indexed, %d removed)",
+        "%s: %d messages and %d artifact passages read (%d indexed, %d removed)",
+        result.mode,
         result.messages,
         result.passages,
         result.vectors.written,
         result.vectors.deleted,
     )
     return MaterializeResult(
-        metadata={
-            "messages": result.messages,
-            "artifact_passages": result.passages,
-            "units_indexed": result.vectors.written,
-            "units_removed": result.vectors.deleted,
-            "seconds": round(result.seconds, 3),
-            **usage,
-        },
+        metadata={**result.metadata(), **usage},
         check_results=[check_result("evidence", "every_message_indexed", check)],
     )
