@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, func, literal, select, tuple_
-from sqlalchemy.dialects.postgresql import array as sa_array
+from sqlalchemy import BigInteger, DateTime, bindparam, func, literal, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import Artifact, AuthorKind, Message, RoomMember, User
@@ -167,7 +167,8 @@ async def live_messages(
         .outerjoin(User, User.id == Message.author_id)
         .where(
             Message.room_id == parse_room_id(room_id),
-            Message.id == func.any(sa_array(wanted, type_=BigInteger)),
+            # One array parameter, whatever the count (a bind per id stops at 65,535).
+            Message.id == func.any(bindparam("ids", wanted, type_=ARRAY(BigInteger))),
             Message.deleted_at.is_(None),
         )
     )
