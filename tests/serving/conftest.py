@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import threading
 import time
@@ -62,6 +63,11 @@ def api_settings(settings: Settings) -> Settings:
             "login_rate_limit": 5,
             "cors_origins": ["http://spa.test"],
             "secret_key": "serving-tests-secret-key-0123456789abcdef",
+            # Agents' API keys are stored encrypted; without a key the API refuses them (422
+            # secrets_unavailable), which the fuzzer rightly reports as valid data refused.
+            "fernet_secret_key": base64.urlsafe_b64encode(
+                b"serving-tests-fernet-key-32bytes"
+            ).decode(),
         }
     )
 
