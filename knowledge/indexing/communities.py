@@ -53,9 +53,7 @@ async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild
     settings = platform.settings
     seed, max_size = settings.leiden_seed, settings.leiden_max_cluster_size
     previous = await platform.graph.get_communities(room_id)
-    graph = await platform.graph.get_graph(room_id)
-    nodes = [e.name for e in graph.entities]
-    edges = [(r.source, r.target, r.weight) for r in graph.relationships]
+    nodes, edges = await platform.graph.topology(room_id)
     fingerprint = graph_fingerprint(nodes, edges, seed, max_size)
     if previous and all(c.graph_fingerprint == fingerprint for c in previous):
         return _build(previous, previous, started, skipped=True)

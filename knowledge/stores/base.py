@@ -82,6 +82,11 @@ class GraphStore(Protocol):
 
     async def entity_names(self, room_id: str) -> list[str]: ...
 
+    async def topology(self, room_id: str) -> tuple[list[str], list[tuple[str, str, float]]]:
+        """The entity names (sorted) and weighted relationships ``(source, target, weight)``
+        of the room, without descriptions or provenance: what community detection reads."""
+        ...
+
     async def neighbourhood(
         self, room_id: str, seeds: Sequence[str], hops: int, limit: int
     ) -> RoomGraph:

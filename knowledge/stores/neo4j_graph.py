@@ -510,6 +510,15 @@ class Neo4jGraphStore:
         )
         return sorted(rows)
 
+    async def topology(self, room_id: str) -> tuple[list[str], list[tuple[str, str, float]]]:
+        names = await self.entity_names(room_id)
+        rows = await self._rows(
+            "MATCH (a:Entity {room_id: $room_id})-[r:RELATED]->(b:Entity) "
+            "RETURN collect([a.name, b.name, r.weight]) AS rows",
+            room_id=room_id,
+        )
+        return names, sorted((str(a), str(b), float(w)) for a, b, w in rows)
+
     async def neighbourhood(
         self, room_id: str, seeds: Sequence[str], hops: int, limit: int
     ) -> RoomGraph:

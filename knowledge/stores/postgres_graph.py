@@ -203,6 +203,18 @@ class PostgresGraphStore:
             )
             return sorted(r[0] for r in rows)
 
+    async def topology(self, room_id: str) -> tuple[list[str], list[tuple[str, str, float]]]:
+        async with self.engine.connect() as conn:
+            names = await conn.execute(
+                select(GraphEntity.name).where(GraphEntity.room_id == room_id)
+            )
+            edges = await conn.execute(
+                select(GraphRelationship.source, GraphRelationship.target, GraphRelationship.weight)
+                .where(GraphRelationship.room_id == room_id)
+                .order_by(GraphRelationship.source, GraphRelationship.target)
+            )
+            return sorted(r[0] for r in names), [(a, b, float(w)) for a, b, w in edges]
+
     async def neighbourhood(
         self, room_id: str, seeds: Sequence[str], hops: int, limit: int
     ) -> RoomGraph:

@@ -182,6 +182,16 @@ async def test_get_entities_and_names(graph_store: GraphStore, room: str) -> Non
     assert await graph_store.get_entities(room, []) == []
 
 
+async def test_topology_is_the_graph_without_descriptions(
+    graph_store: GraphStore, room: str
+) -> None:
+    graph = sample_graph()
+    nodes, edges = await graph_store.topology(room)
+    assert nodes == sorted(names(graph))
+    assert sorted(edges) == sorted((r.source, r.target, r.weight) for r in graph.relationships)
+    assert await graph_store.topology(f"{room}-empty") == ([], [])
+
+
 async def test_neighbourhood_hops(graph_store: GraphStore, room: str) -> None:
     zero = await graph_store.neighbourhood(room, ["alpha"], hops=0, limit=10)
     assert names(zero) == {"alpha"}
