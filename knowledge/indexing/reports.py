@@ -44,7 +44,9 @@ async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
     """Write a report for each community whose content changed; drop reports of gone ones."""
     started = time.perf_counter()
     writer = platform.report_writer
-    graph: RoomGraph = await platform.graph.get_graph(room_id)
+    # Content hashes need no provenance (the largest columns); the entities of the
+    # communities to rewrite are read again whole below, for their excerpts.
+    graph: RoomGraph = await platform.graph.get_graph(room_id, provenance=False)
     communities = await platform.graph.get_communities(room_id)
     existing = {r.community_id: r for r in await platform.graph.get_reports(room_id)}
     index = GraphIndex(graph)
@@ -57,6 +59,10 @@ async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
             reports.append(old)
         else:
             stale.append(community)
+    for entity in await platform.graph.get_entities(
+        room_id, sorted({n for c in stale for n in c.entity_names})
+    ):
+        index.entities[entity.name] = entity
     wanted = {cid for c in stale for cid in index.excerpt_chunk_ids(c)}
     chunk_texts = await chunk_texts_by_id(platform, room_id, wanted)
     contexts = [index.context(c, chunk_texts) for c in stale]

@@ -70,7 +70,10 @@ class GraphStore(Protocol):
         ``entities`` and ``relationships`` (a relationship needs both its entities stored)."""
         ...
 
-    async def get_graph(self, room_id: str) -> RoomGraph: ...
+    async def get_graph(self, room_id: str, provenance: bool = True) -> RoomGraph:
+        """The room's graph; ``provenance=False`` may leave ``source_chunk_ids`` empty (the
+        largest columns) for readers that do not use them."""
+        ...
 
     async def get_relationships(
         self, room_id: str, pairs: Sequence[tuple[str, str]]

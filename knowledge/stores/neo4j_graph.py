@@ -485,7 +485,8 @@ class Neo4jGraphStore:
 
         await self._write(work)
 
-    async def get_graph(self, room_id: str) -> RoomGraph:
+    async def get_graph(self, room_id: str, provenance: bool = True) -> RoomGraph:
+        # Always with provenance: one collected record per kind is the fast read here.
         async def read(tx: AsyncManagedTransaction) -> RoomGraph:
             entities = await _tx_rows(tx, READ_ENTITIES, room_id=room_id)
             rels = await _tx_rows(tx, READ_RELATIONSHIPS, room_id=room_id)

@@ -26,7 +26,7 @@ def _entity(row: Any) -> Entity:
         display_name=row.display_name,
         type=row.type,
         description=row.description,
-        source_chunk_ids=list(row.source_chunk_ids),
+        source_chunk_ids=list(getattr(row, "source_chunk_ids", ())),
         mentions=row.mentions,
     )
 
@@ -37,7 +37,7 @@ def _relationship(row: Any) -> Relationship:
         target=row.target,
         weight=row.weight,
         description=row.description,
-        source_chunk_ids=list(row.source_chunk_ids),
+        source_chunk_ids=list(getattr(row, "source_chunk_ids", ())),
     )
 
 
@@ -162,18 +162,25 @@ class PostgresGraphStore:
             ).all()
         return [_relationship(r) for r in rows]
 
-    async def get_graph(self, room_id: str) -> RoomGraph:
+    async def get_graph(self, room_id: str, provenance: bool = True) -> RoomGraph:
+        entity_columns = [getattr(GraphEntity, c) for c in ("name", *_ENTITY_COLUMNS)]
+        rel_columns = [
+            getattr(GraphRelationship, c) for c in ("source", "target", *_RELATIONSHIP_COLUMNS)
+        ]
+        if not provenance:
+            entity_columns = [c for c in entity_columns if c.key != "source_chunk_ids"]
+            rel_columns = [c for c in rel_columns if c.key != "source_chunk_ids"]
         async with self.engine.connect() as conn:
             entities = (
                 await conn.execute(
-                    select(GraphEntity)
+                    select(*entity_columns)
                     .where(GraphEntity.room_id == room_id)
                     .order_by(GraphEntity.name)
                 )
             ).all()
             rels = (
                 await conn.execute(
-                    select(GraphRelationship)
+                    select(*rel_columns)
                     .where(GraphRelationship.room_id == room_id)
                     .order_by(GraphRelationship.source, GraphRelationship.target)
                 )

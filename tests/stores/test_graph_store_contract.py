@@ -6,6 +6,7 @@ real embedded server, and Neo4j (APOC + GDS) on the server `make test` starts (`
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -190,6 +191,21 @@ async def test_topology_is_the_graph_without_descriptions(
     assert nodes == sorted(names(graph))
     assert sorted(edges) == sorted((r.source, r.target, r.weight) for r in graph.relationships)
     assert await graph_store.topology(f"{room}-empty") == ([], [])
+
+
+async def test_graph_without_provenance_is_the_graph_minus_chunk_ids(
+    graph_store: GraphStore, room: str
+) -> None:
+    def strip(graph: RoomGraph) -> RoomGraph:
+        return RoomGraph(
+            entities=[dataclasses.replace(e, source_chunk_ids=[]) for e in graph.entities],
+            relationships=[
+                dataclasses.replace(r, source_chunk_ids=[]) for r in graph.relationships
+            ],
+        )
+
+    light = await graph_store.get_graph(room, provenance=False)
+    assert strip(light) == strip(await graph_store.get_graph(room))
 
 
 async def test_neighbourhood_hops(graph_store: GraphStore, room: str) -> None:
