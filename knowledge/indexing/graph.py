@@ -61,8 +61,7 @@ from knowledge.graph import (
     RoomGraph,
     extraction_mentions,
 )
-from knowledge.indexing.vectors import VectorSync, fingerprint, sync_vectors
-from knowledge.lexical import ANALYZER
+from knowledge.indexing.vectors import VectorSync, sync_vector_ids, sync_vectors
 from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import EntitySummary, SameEntity
@@ -79,12 +78,11 @@ from knowledge.resolution import (
     resolved_pair,
     speaker_people,
 )
-from knowledge.stores.base import ENTITIES, VectorRecord
+from knowledge.stores.base import ENTITIES
 
 _EXTRACT_BATCH = 16
 #: Rows per ``jsonb_to_recordset`` insert.
 _ROWS = 5000
-_EMBED_BATCH = 256
 
 
 @dataclass
@@ -1114,11 +1112,12 @@ async def _delta_build(
         or _vector_item(e, sorted(members.get(e.name, ())))
         != _vector_item(stored_entities[e.name], sorted(old_members.get(e.name, ())))
     } | (regrouped & set(entities))
-    vectors = await _sync_entity_vectors(
+    vectors = await sync_vector_ids(
         platform,
+        ENTITIES,
         room_id,
+        [*dirty_vectors, *delete_entities],
         {n: _vector_item(entities[n], sorted(members.get(n, ()))) for n in sorted(dirty_vectors)},
-        delete_entities,
     )
     for name in delete_entities:
         _count_type(entity_types, stored_entities[name].type, -1)
@@ -1177,40 +1176,3 @@ async def _summary(
         mode=mode,
         **fields,
     )
-
-
-async def _sync_entity_vectors(
-    platform: Platform,
-    room_id: str,
-    items: dict[str, tuple[str, dict[str, Any]]],
-    deleted: Sequence[str],
-) -> VectorSync:
-    """Write the points of ``items`` and delete those of ``deleted`` (only these ids; the
-    fingerprint is :func:`sync_vectors`', so a later full sync sees them as unchanged)."""
-    await platform.vectors.ensure_collection(ENTITIES, platform.embedder.dim)
-    prefix = f"{platform.embedder.name}\x1f{ANALYZER}\x1f"
-    ids = sorted(items)
-    for start in range(0, len(ids), _EMBED_BATCH):
-        batch = ids[start : start + _EMBED_BATCH]
-        vectors = await platform.embedder.embed([items[pid][0] for pid in batch])
-        await platform.vectors.upsert(
-            ENTITIES,
-            room_id,
-            [
-                VectorRecord(
-                    id=pid,
-                    text=items[pid][0],
-                    vector=vector,
-                    payload={
-                        **items[pid][1],
-                        "fingerprint": fingerprint(
-                            prefix + items[pid][0] + "\x1f" + repr(sorted(items[pid][1].items()))
-                        ),
-                    },
-                )
-                for pid, vector in zip(batch, vectors, strict=True)
-            ],
-        )
-    if deleted:
-        await platform.vectors.delete(ENTITIES, room_id, list(deleted))
-    return VectorSync(written=len(ids), deleted=len(deleted))
