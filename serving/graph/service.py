@@ -22,6 +22,7 @@ from knowledge.search import (
     check_question,
     stream_answer,
 )
+from knowledge.stores.base import GraphStore
 from realtime.events import RoomRebuildRequested
 from serving.graph.dagster import Materialization, PartitionStatus
 from serving.graph.schemas import (
@@ -249,14 +250,24 @@ async def visualize(state: AppState, room_id: uuid.UUID, limit: int) -> GraphOut
 async def communities(
     state: AppState, room_id: uuid.UUID, page: PageParams, level: int | None
 ) -> Page[CommunityOut]:
-    key = str(room_id)
-    found = await state.platform.graph.get_communities(key)
-    reports = {r.community_id: r for r in await state.platform.graph.get_reports(key)}
+    items, total = await community_page(
+        state.platform.graph, str(room_id), level, page.offset, page.limit
+    )
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+async def community_page(
+    graph: GraphStore, room_key: str, level: int | None, offset: int, limit: int
+) -> tuple[list[CommunityOut], int]:
+    """One page of the room's communities (level first, larger first) with their reports,
+    and how many there are (the API's list and the MCP tool's)."""
+    found = await graph.get_communities(room_key)
+    reports = {r.community_id: r for r in await graph.get_reports(room_key)}
     if level is not None:
         found = [c for c in found if c.level == level]
     found.sort(key=lambda c: (c.level, -len(c.entity_names), c.id))
     items = []
-    for community in found[page.offset : page.offset + page.limit]:
+    for community in found[offset : offset + limit]:
         report = reports.get(community.id)
         items.append(
             CommunityOut(
@@ -271,7 +282,7 @@ async def communities(
                 generated_at=report.generated_at if report else None,
             )
         )
-    return Page(items=items, total=len(found), limit=page.limit, offset=page.offset)
+    return items, len(found)
 
 
 async def pending_events(state: AppState, room_id: str, since: datetime | None) -> tuple[int, bool]:

@@ -30,7 +30,8 @@ from knowledge.search import Answer, Mode, Route, answer_question
 from knowledge.settings import Settings
 from knowledge.text import excerpt
 from serving.errors import ApiError, Forbidden, Unauthorized
-from serving.graph.schemas import CitationOut, CommunityOut, EvidenceOut
+from serving.graph.schemas import CitationOut, EvidenceOut
+from serving.graph.service import community_page
 from serving.mcp.schemas import (
     CommunityList,
     EntityOut,
@@ -170,29 +171,10 @@ async def list_communities(
     caller: Caller, room_id: str, level: int | None, limit: int, offset: int
 ) -> CommunityList:
     room = await authorize(caller, room_id)
-    graph = caller.knowledge.platform.graph
-    found = await graph.get_communities(str(room))
-    reports = {r.community_id: r for r in await graph.get_reports(str(room))}
-    if level is not None:
-        found = [c for c in found if c.level == level]
-    found.sort(key=lambda c: (c.level, -len(c.entity_names), c.id))
-    items = []
-    for community in found[offset : offset + limit]:
-        report = reports.get(community.id)
-        items.append(
-            CommunityOut(
-                id=community.id,
-                level=community.level,
-                parent_id=community.parent_id,
-                size=len(community.entity_names),
-                entities=community.entity_names[:50],
-                title=report.title if report else None,
-                summary=report.summary if report else None,
-                rank=report.rank if report else None,
-                generated_at=report.generated_at if report else None,
-            )
-        )
-    return CommunityList(room_id=room, items=items, total=len(found), limit=limit, offset=offset)
+    items, total = await community_page(
+        caller.knowledge.platform.graph, str(room), level, offset, limit
+    )
+    return CommunityList(room_id=room, items=items, total=total, limit=limit, offset=offset)
 
 
 def _forms_pattern(forms: Sequence[str]) -> re.Pattern[str]:
