@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import graspologic_native as gn
@@ -37,6 +37,17 @@ _ITERATIONS = 2
 def community_id(room_id: str, level: int, members: Iterable[str]) -> str:
     payload = "\x1f".join([room_id, str(level), *sorted(members)])
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def unused_community_id(
+    room_id: str, level: int, members: Sequence[str], used: Container[str]
+) -> str:
+    """The member-hash id, salted until it is not in ``used``."""
+    cid, salt = community_id(room_id, level, members), 0
+    while cid in used:
+        salt += 1
+        cid = community_id(room_id, level, [*members, f"#{salt}"])
+    return cid
 
 
 def graph_fingerprint(
@@ -208,10 +219,8 @@ def assign_ids(
     for index in sorted(range(len(groups)), key=lambda i: (groups[i].level, hashes[i])):
         if ids[index] is not None:
             continue
-        cid, salt = hashes[index], 0
-        while cid in used:  # an inherited id that once hashed these very members
-            salt += 1
-            cid = community_id(room_id, groups[index].level, [*groups[index].members, f"#{salt}"])
+        # unused: an inherited id may once have hashed these very members
+        cid = unused_community_id(room_id, groups[index].level, groups[index].members, used)
         ids[index] = cid
         used.add(cid)
     communities = [
@@ -303,11 +312,7 @@ def update_communities(
             holder[parent][node] = best
             parent, level = best, level + 1
         if level == 0:
-            cid = community_id(room_id, 0, [node])
-            salt = 0
-            while cid in members:
-                salt += 1
-                cid = community_id(room_id, 0, [node, f"#{salt}"])
+            cid = unused_community_id(room_id, 0, [node], members)
             members[cid] = {node}
             holder[None][node] = cid
             added.append(Community(id=cid, level=0, parent_id=None, entity_names=[node]))
