@@ -435,7 +435,9 @@ class VectorPoint(Base):
 class LexicalPosting(Base):
     """One term of one point, for BM25 in SQL (the embedded store's inverted index).
 
-    Keyed by term first so that a query reads only the postings of its own terms.
+    Keyed by term first so that a query reads only the postings of its own terms; the key
+    carries ``tf`` and ``doc_len`` (``INCLUDE``, migration 0012), so those reads are
+    index-only.
     """
 
     __tablename__ = "lexical_postings"
@@ -447,6 +449,29 @@ class LexicalPosting(Base):
     point_id: Mapped[str] = mapped_column(Text, primary_key=True)
     tf: Mapped[int] = mapped_column(Integer)
     doc_len: Mapped[int] = mapped_column(Integer)
+
+
+class LexicalRoom(Base):
+    """The BM25 statistics of a room's points in a lexical collection (migration 0012): how
+    many points and their total length in terms, kept by the store with every write."""
+
+    __tablename__ = "lexical_rooms"
+
+    collection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n_docs: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    total_terms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class LexicalTerm(Base):
+    """A term's document frequency among a room's points (its postings count)."""
+
+    __tablename__ = "lexical_terms"
+
+    collection: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    term: Mapped[str] = mapped_column(Text, primary_key=True)
+    df: Mapped[int] = mapped_column(Integer)
 
 
 # --- serving: auth sessions, artifact history, agent configs (migration 0002) -----------------

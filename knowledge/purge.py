@@ -14,7 +14,8 @@ or Qdrant was configured still has rows here)
     ``graph_merged_relationships``), the index steps' pending ``room_changes`` (here);
     ``graph_entities``, ``graph_relationships``, ``graph_communities``,
     ``graph_community_reports`` (:meth:`PostgresGraphStore.wipe_room`);
-    ``vector_points``, ``lexical_postings`` (:meth:`PgVectorStore.wipe_room`).
+    ``vector_points``, ``lexical_postings``, ``lexical_rooms``, ``lexical_terms``
+    (:meth:`PgVectorStore.wipe_room`).
 Neo4j, when it is the graph store
     ``(:Entity)``, ``[:RELATED]``, ``(:Community)``, ``(:Report)``
     (:meth:`Neo4jGraphStore.wipe_room`).

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import AuthorKind, Message, RoomMember, User, UserRole
 from knowledge.errors import InvalidInputError
+from knowledge.relational import analyze_after_bulk_load
 from knowledge.rooms import add_member, get_room
 
 #: File extensions and the format each one is read as.
@@ -442,6 +443,7 @@ async def import_transcript(
     )
     ids = [int(i) for i in result.scalars().all()]
     await session.flush()
+    await analyze_after_bulk_load(session, Message.__tablename__, len(ids))
     times = [row.time for row in rows if row.time is not None]
     return ImportResult(
         room_id=room.id,

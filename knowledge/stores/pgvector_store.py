@@ -11,6 +11,7 @@ with IDF and average length over the room's points of the collection.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy import Text, delete, func, select, text
 from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dbschema.models import LexicalPosting, VectorPoint
+from dbschema.models import LexicalPosting, LexicalRoom, LexicalTerm, VectorPoint
 from knowledge.lexical import BM25_B, BM25_K1, term_frequencies
 from knowledge.stores.base import (
     ENTITIES,
@@ -106,11 +107,34 @@ class PgVectorStore:
                 "n_terms": upsert.excluded.n_terms,
             },
         )
+        lexical = collection in LEXICAL_COLLECTIONS
         async with self.engine.begin() as conn:
+            if lexical:
+                # What the rewritten points counted before (their postings are replaced).
+                before = (
+                    await conn.execute(
+                        text(
+                            "SELECT count(*), coalesce(sum(n_terms), 0) FROM vector_points "
+                            "WHERE collection = :c AND room_id = :r AND point_id = ANY(:ids)"
+                        ),
+                        {"c": collection, "r": room_id, "ids": list(terms)},
+                    )
+                ).one()
             await conn.execute(upsert, rows)
-            await self._delete_postings(conn, collection, room_id, list(terms))
+            removed = await self._delete_postings(conn, collection, room_id, list(terms))
             if postings:
                 await conn.execute(insert(LexicalPosting), postings)
+            if lexical:
+                df: Counter[str] = Counter(str(p["term"]) for p in postings)
+                df.subtract(removed)
+                await self._add_statistics(
+                    conn,
+                    collection,
+                    room_id,
+                    len(rows) - int(before[0]),
+                    sum(sum(tfs.values()) for tfs in terms.values()) - int(before[1]),
+                    df,
+                )
         self._written_since_analyze += len(records)
         if self._written_since_analyze >= max(_ANALYZE_AFTER, self._analyzed_rows):
             # A bulk load leaves the planner with stale statistics until autovacuum comes by;
@@ -118,34 +142,101 @@ class PgVectorStore:
             # when the rows written since the last ANALYZE match those before it (a bulk load
             # in batches analyzes O(log n) times, not once per batch).
             async with self.engine.connect() as conn:
-                await conn.execute(text("ANALYZE vector_points, lexical_postings"))
-                await conn.commit()
+                # VACUUM too: it sets the visibility map, without which the postings' reads
+                # are not index-only (autovacuum sets it late after a bulk insert).
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text("ANALYZE vector_points"))
+                await conn.execute(text("VACUUM (ANALYZE) lexical_postings"))
             self._analyzed_rows += self._written_since_analyze
             self._written_since_analyze = 0
 
     @staticmethod
-    async def _delete_postings(conn: Any, collection: str, room_id: str, ids: list[str]) -> None:
+    async def _delete_postings(
+        conn: Any, collection: str, room_id: str, ids: list[str]
+    ) -> Counter[str]:
+        """Delete the points' postings; how many postings of each term went."""
+        removed: Counter[str] = Counter()
         for start in range(0, len(ids), _BATCH * 4):
-            await conn.execute(
-                delete(LexicalPosting).where(
+            result = await conn.execute(
+                delete(LexicalPosting)
+                .where(
                     LexicalPosting.collection == collection,
                     LexicalPosting.room_id == room_id,
                     LexicalPosting.point_id.in_(ids[start : start + _BATCH * 4]),
                 )
+                .returning(LexicalPosting.term)
             )
+            removed.update(result.scalars())
+        return removed
+
+    @staticmethod
+    async def _add_statistics(
+        conn: Any,
+        collection: str,
+        room_id: str,
+        docs: int,
+        length: int,
+        df: Counter[str],
+    ) -> None:
+        """Add to the room's BM25 statistics (``lexical_rooms``, ``lexical_terms``), in the
+        transaction that changed its postings: a query reads them instead of counting."""
+        if docs or length:
+            room = insert(LexicalRoom).values(
+                collection=collection, room_id=room_id, n_docs=docs, total_terms=length
+            )
+            await conn.execute(
+                room.on_conflict_do_update(
+                    index_elements=["collection", "room_id"],
+                    set_={
+                        "n_docs": LexicalRoom.n_docs + room.excluded.n_docs,
+                        "total_terms": LexicalRoom.total_terms + room.excluded.total_terms,
+                    },
+                )
+            )
+        changed = sorted(t for t, n in df.items() if n)  # sorted: writers lock rows in one order
+        if not changed:
+            return
+        terms = insert(LexicalTerm)
+        await conn.execute(
+            terms.on_conflict_do_update(
+                index_elements=["collection", "room_id", "term"],
+                set_={"df": LexicalTerm.df + terms.excluded.df},
+            ),
+            [
+                {"collection": collection, "room_id": room_id, "term": t, "df": df[t]}
+                for t in changed
+            ],
+        )
+        await conn.execute(
+            delete(LexicalTerm).where(
+                LexicalTerm.collection == collection,
+                LexicalTerm.room_id == room_id,
+                LexicalTerm.term == func.any(array(changed, type_=Text)),
+                LexicalTerm.df <= 0,
+            )
+        )
 
     async def delete(self, collection: str, room_id: str, ids: Sequence[str]) -> None:
         if not ids:
             return
         async with self.engine.begin() as conn:
-            await conn.execute(
-                delete(VectorPoint).where(
+            result = await conn.execute(
+                delete(VectorPoint)
+                .where(
                     VectorPoint.collection == collection,
                     VectorPoint.room_id == room_id,
                     VectorPoint.point_id.in_(list(ids)),
                 )
+                .returning(VectorPoint.n_terms)
             )
-            await self._delete_postings(conn, collection, room_id, list(ids))
+            lengths = list(result.scalars())
+            removed = await self._delete_postings(conn, collection, room_id, list(ids))
+            if collection in LEXICAL_COLLECTIONS:
+                removed_df: Counter[str] = Counter()
+                removed_df.subtract(removed)
+                await self._add_statistics(
+                    conn, collection, room_id, -len(lengths), -sum(lengths), removed_df
+                )
 
     async def fingerprints(
         self,
@@ -286,59 +377,96 @@ class PgVectorStore:
         out: list[list[VectorHit]] = [[] for _ in queries]
         if limit <= 0 or not pairs:
             return out
+        # Terms every query has (the question's own, when the others expand it with a name):
+        # scored once, not once per query.
+        asked = [set(terms) for terms in queries if terms]
+        shared = sorted(set.intersection(*asked))
         params: dict[str, Any] = {
             "collection": collection,
             "room_id": room_id,
             "qns": [n for n, _ in pairs],
             "qterms": [t for _, t in pairs],
+            "shared": shared,
             "limit": limit,
             "k1": BM25_K1,
             "b": BM25_B,
         }
         condition = _filter_sql(where, params, "v.payload")
-        # IDF and average length are the room's (over all its points of the collection), so a
-        # filter narrows the candidates without changing how a term is weighted. The CTEs are
-        # materialized and driven by the queries' terms, so the plan does not depend on table
-        # statistics (fresh bulk loads have none): one index range per distinct term, read
-        # once for every query.
+
+        # A filter narrows the candidates (joined to their points' payloads); without one,
+        # points are ranked on their scores alone and only the best ``limit`` of each query
+        # are joined to their text.
+        def kept(alias: str) -> str:
+            if not condition:
+                return ""
+            return (
+                f"JOIN vector_points v ON v.collection = :collection AND v.room_id = :room_id "
+                f"AND v.point_id = {alias}.point_id {condition}"
+            )
+
+        # BM25 with the room's statistics (kept by the writes: one row per term, not a count),
+        # so a filter narrows the candidates without changing how a term is weighted. The CTEs
+        # are materialized and driven by the queries' terms, so the plan does not depend on
+        # table statistics (fresh bulk loads have none): one index range per distinct term,
+        # read once for every query.
+        #
+        # A query's score is its shared terms' score plus its own terms' score. A point none of
+        # whose own terms a query has scores its shared score alone, so among such points only
+        # the best ``limit`` by shared score can make that query's top ``limit``: exact, and
+        # the shared terms' postings are summed once for all the queries.
         sql = text(
             f"""
             WITH qt AS MATERIALIZED (
                 SELECT qn, term FROM unnest(CAST(:qns AS int[]), CAST(:qterms AS text[]))
                     AS x(qn, term)
-            ), terms AS MATERIALIZED (
-                SELECT DISTINCT term FROM qt
             ), stats AS MATERIALIZED (
-                SELECT count(*)::float AS n, greatest(avg(n_terms), 1)::float AS avg_len
-                FROM vector_points WHERE collection = :collection AND room_id = :room_id
+                SELECT n_docs::float AS n,
+                       greatest(total_terms::float / greatest(n_docs, 1), 1) AS avg_len
+                FROM lexical_rooms WHERE collection = :collection AND room_id = :room_id
+            ), idf AS MATERIALIZED (
+                SELECT l.term, ln(1 + (stats.n - l.df + 0.5) / (l.df + 0.5)) AS idf
+                FROM lexical_terms l CROSS JOIN stats
+                WHERE l.collection = :collection AND l.room_id = :room_id
+                  AND l.term = ANY(CAST(:qterms AS text[]))
             ), postings AS MATERIALIZED (
-                SELECT t.term, p.point_id, p.tf, p.doc_len
-                FROM terms t CROSS JOIN LATERAL (
+                SELECT t.term, p.point_id,
+                       t.idf * p.tf * (:k1 + 1)
+                       / (p.tf + :k1 * (1 - :b + :b * p.doc_len / stats.avg_len)) AS w
+                FROM idf t CROSS JOIN stats CROSS JOIN LATERAL (
                     SELECT point_id, tf, doc_len FROM lexical_postings
                     WHERE collection = :collection AND room_id = :room_id AND term = t.term
                     OFFSET 0  -- an optimisation fence: one index range scan per term
                 ) p
-            ), df AS MATERIALIZED (
-                SELECT term, count(*)::float AS df FROM postings GROUP BY term
-            ), scored AS MATERIALIZED (
-                SELECT qt.qn, p.point_id,
-                       sum(ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5))
-                           * p.tf * (:k1 + 1)
-                           / (p.tf + :k1 * (1 - :b + :b * p.doc_len / stats.avg_len))) AS score
-                FROM qt JOIN postings p USING (term) JOIN df USING (term) CROSS JOIN stats
+            ), shared AS MATERIALIZED (
+                SELECT point_id, sum(w) AS score FROM postings
+                WHERE term = ANY(CAST(:shared AS text[])) GROUP BY point_id
+            ), shared_top AS MATERIALIZED (
+                SELECT s.point_id, s.score FROM shared s {kept("s")}
+                ORDER BY s.score DESC, s.point_id LIMIT :limit
+            ), own AS MATERIALIZED (
+                SELECT qt.qn, p.point_id, sum(p.w) AS score
+                FROM qt JOIN postings p USING (term)
+                WHERE NOT qt.term = ANY(CAST(:shared AS text[]))
                 GROUP BY qt.qn, p.point_id
-            ), ranked AS (
-                SELECT s.qn, v.point_id, v.text, v.payload, s.score,
-                       row_number() OVER (PARTITION BY s.qn ORDER BY s.score DESC, v.point_id)
-                           AS rn
-                FROM scored s JOIN vector_points v
-                  ON v.collection = :collection AND v.room_id = :room_id
-                 AND v.point_id = s.point_id
-                WHERE true {condition}
+            ), candidates AS MATERIALIZED (
+                SELECT o.qn, o.point_id, o.score + coalesce(s.score, 0) AS score
+                FROM own o {kept("o")} LEFT JOIN shared s ON s.point_id = o.point_id
+                UNION ALL
+                SELECT q.qn, t.point_id, t.score
+                FROM (SELECT DISTINCT qn FROM qt) q CROSS JOIN shared_top t
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM own o WHERE o.qn = q.qn AND o.point_id = t.point_id
+                )
+            ), ranked AS MATERIALIZED (
+                SELECT qn, point_id, score,
+                       row_number() OVER (PARTITION BY qn ORDER BY score DESC, point_id) AS rn
+                FROM candidates
             )
-            SELECT qn, point_id, text, payload, score FROM ranked
-            WHERE rn <= :limit
-            ORDER BY qn, rn
+            SELECT r.qn, v.point_id, v.text, v.payload, r.score
+            FROM ranked r JOIN vector_points v
+              ON v.collection = :collection AND v.room_id = :room_id AND v.point_id = r.point_id
+            WHERE r.rn <= :limit
+            ORDER BY r.qn, r.rn
             """
         )
         async with self.engine.connect() as conn:
@@ -350,32 +478,29 @@ class PgVectorStore:
     async def term_stats(
         self, collection: str, room_id: str, terms: Sequence[str]
     ) -> tuple[int, dict[str, int]]:
-        params = {"collection": collection, "room_id": room_id, "terms": sorted(set(terms))}
         async with self.engine.connect() as conn:
             n = (
                 await conn.execute(
-                    text(
-                        "SELECT count(*) FROM vector_points "
-                        "WHERE collection = :collection AND room_id = :room_id"
-                    ),
-                    params,
+                    select(LexicalRoom.n_docs).where(
+                        LexicalRoom.collection == collection, LexicalRoom.room_id == room_id
+                    )
                 )
-            ).scalar_one()
+            ).scalar()
             rows = (
                 await conn.execute(
-                    text(
-                        "SELECT term, count(*) FROM lexical_postings WHERE collection = "
-                        ":collection AND room_id = :room_id AND term = ANY(:terms) GROUP BY term"
-                    ),
-                    params,
+                    select(LexicalTerm.term, LexicalTerm.df).where(
+                        LexicalTerm.collection == collection,
+                        LexicalTerm.room_id == room_id,
+                        LexicalTerm.term == func.any(array(sorted(set(terms)), type_=Text)),
+                    )
                 )
             ).all()
-        return int(n), {term: int(df) for term, df in rows}
+        return int(n or 0), {term: int(df) for term, df in rows}
 
     async def wipe_room(self, room_id: str) -> dict[str, int]:
         removed: dict[str, int] = {}
         async with self.engine.begin() as conn:
-            for model in (VectorPoint, LexicalPosting):
+            for model in (VectorPoint, LexicalPosting, LexicalRoom, LexicalTerm):
                 result = await conn.execute(delete(model).where(model.room_id == room_id))
                 removed[f"postgres:{model.__tablename__}"] = result.rowcount
         return removed

@@ -135,6 +135,8 @@ async def test_purge_on_postgres_and_pgvector(platform: Platform) -> None:
         "graph_community_reports",
         "vector_points",
         "lexical_postings",
+        "lexical_rooms",
+        "lexical_terms",
         # the graph build's state (knowledge.indexing.graph)
         "graph_build_rooms",
         "graph_build_chunks",

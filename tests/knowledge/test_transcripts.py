@@ -12,11 +12,12 @@ from typing import Any
 import polars as pl
 import pytest
 from redis import Redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from coagent.cli import main
 from dbschema.models import AuthorKind, Message, RoomMember, User, UserRole
 from knowledge.platform import Platform, redis_url
+from knowledge.relational import BULK_ROWS
 from knowledge.settings import Settings
 from knowledge.transcripts import (
     IMPORT_EMAIL_DOMAIN,
@@ -168,6 +169,34 @@ async def test_import_keeps_order_speakers_kinds_and_times(
     again = await do_import(platform, room_id, rows)
     assert (again.messages, again.speakers, again.new_users) == (4, 3, 0)
     assert len(await room_members(platform, room_id)) == 3
+
+
+async def message_stats(platform: Platform) -> tuple[datetime | None, float]:
+    """When ``messages`` was last analyzed by hand, and the planner's estimate of its rows."""
+    async with platform.session() as session:
+        when, estimate = (
+            await session.execute(
+                text(
+                    "SELECT pg_stat_get_last_analyze_time(oid), reltuples FROM pg_class "
+                    "WHERE oid = CAST('messages' AS regclass)"
+                )
+            )
+        ).one()
+        return when, float(estimate)
+
+
+async def test_a_bulk_import_refreshes_the_planner_statistics(platform: Platform) -> None:
+    """A room imported a moment ago must not look empty to the planner (the evidence queries'
+    neighbour lookups then scan the whole room); a small import does not pay for an ANALYZE."""
+    room_id = await make_room(platform, [])
+    await do_import(platform, room_id, [TranscriptRow("Ann", f"line {i}", None) for i in range(5)])
+    before, estimate = await message_stats(platform)
+    # Bulk: at least BULK_ROWS and more than a fifth of the table (other tests' rooms share it).
+    size = max(BULK_ROWS, int(estimate / 4) + 1)
+    rows = [TranscriptRow(f"Speaker {i % 7}", f"bulk line {i}", None) for i in range(size)]
+    await do_import(platform, room_id, rows)
+    after, _ = await message_stats(platform)
+    assert after is not None and (before is None or after > before)
 
 
 async def test_an_existing_member_with_the_speakers_name_is_reused(
