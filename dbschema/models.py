@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import Computed
+from sqlalchemy.sql import text as sql_text
 
 
 class Base(DeclarativeBase):
@@ -414,6 +415,22 @@ class VectorPoint(Base):
     __table_args__ = (
         UniqueConstraint("collection", "room_id", "point_id", name="uq_vector_points_key"),
         Index("ix_vector_points_tsv", "tsv", postgresql_using="gin"),
+        # The payload filters of a search (migration 0013; the expressions pgvector_store
+        # writes).
+        Index(
+            "ix_vector_points_speaker",
+            "collection",
+            "room_id",
+            sql_text("(payload->>'speaker')"),
+            postgresql_include=["point_id"],
+        ),
+        Index(
+            "ix_vector_points_ts",
+            "collection",
+            "room_id",
+            sql_text("((payload->>'ts')::float)"),
+            postgresql_include=["point_id"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

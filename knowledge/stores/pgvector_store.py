@@ -393,16 +393,22 @@ class PgVectorStore:
         }
         condition = _filter_sql(where, params, "v.payload")
 
-        # A filter narrows the candidates (joined to their points' payloads); without one,
-        # points are ranked on their scores alone and only the best ``limit`` of each query
-        # are joined to their text.
+        # A filter narrows the candidates to the points it allows, found first through the
+        # payload indexes (migration 0013) and hash-joined: probing every scored point's row
+        # instead cost a row read per posting of a common term. Without a filter, points are
+        # ranked on their scores alone and only the best ``limit`` of each query are joined to
+        # their text.
+        allowed = (
+            f""", allowed AS MATERIALIZED (
+                SELECT v.point_id FROM vector_points v
+                WHERE v.collection = :collection AND v.room_id = :room_id {condition}
+            )"""
+            if condition
+            else ""
+        )
+
         def kept(alias: str) -> str:
-            if not condition:
-                return ""
-            return (
-                f"JOIN vector_points v ON v.collection = :collection AND v.room_id = :room_id "
-                f"AND v.point_id = {alias}.point_id {condition}"
-            )
+            return f"JOIN allowed a ON a.point_id = {alias}.point_id" if condition else ""
 
         # BM25 with the room's statistics (kept by the writes: one row per term, not a count),
         # so a filter narrows the candidates without changing how a term is weighted. The CTEs
@@ -419,7 +425,7 @@ class PgVectorStore:
             WITH qt AS MATERIALIZED (
                 SELECT qn, term FROM unnest(CAST(:qns AS int[]), CAST(:qterms AS text[]))
                     AS x(qn, term)
-            ), stats AS MATERIALIZED (
+            ){allowed}, stats AS MATERIALIZED (
                 SELECT n_docs::float AS n,
                        greatest(total_terms::float / greatest(n_docs, 1), 1) AS avg_len
                 FROM lexical_rooms WHERE collection = :collection AND room_id = :room_id

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from knowledge.embeddings import HashingEmbedder
 from knowledge.lexical import BM25Index, analyze
 from knowledge.platform import Platform
-from knowledge.stores.base import EVIDENCE, VectorRecord
+from knowledge.stores.base import EVIDENCE, PointFilter, VectorRecord
 from knowledge.stores.pgvector_store import PgVectorStore
 
 DIM = 64
@@ -29,8 +29,18 @@ VOCABULARY = (
 ).split()
 
 
+SPEAKERS = ("Ann", "Bob", "Cy")
+
+
 def point(pid: str, body: str) -> VectorRecord:
-    return VectorRecord(pid, body, EMBEDDER.embed_one(body), {"kind": "message", "ts": 0.0})
+    # The speaker and time follow from the text, so a rewrite may move a point between them.
+    speaker = SPEAKERS[len(body) % 3]
+    return VectorRecord(
+        pid,
+        body,
+        EMBEDDER.embed_one(body),
+        {"kind": "message", "speaker": speaker, "ts": len(body)},
+    )
 
 
 async def stored_statistics(platform: Platform, room: str) -> tuple[object, object]:
@@ -122,6 +132,17 @@ async def test_statistics_follow_every_write_and_scores_are_exact(
             assert {h.id for h in hits} == set(expected), (step, query)
             for hit in hits:
                 assert hit.score == pytest.approx(expected[hit.id], rel=1e-6), (step, query)
+        # Filtered: BM25 of the room, over the points the filter allows.
+        texts = list(live.values())
+        where = PointFilter(speakers=("Ann", "Cy"), since=20.0)
+        allowed = [
+            i for i, t in enumerate(texts) if SPEAKERS[len(t) % 3] in ("Ann", "Cy") and len(t) >= 20
+        ]
+        expected = {pids[d.index]: d.score for d in index.search("standup budget", 50, allowed)}
+        hits = await store.search_lexical(EVIDENCE, room, analyze("standup budget"), 50, where)
+        assert {h.id: round(h.score, 6) for h in hits} == {
+            pid: round(score, 6) for pid, score in expected.items()
+        }, step
         # Many queries at once (sharing the question's terms, each with a name of its own, as
         # the graph generator asks them): each exactly as BM25 ranks it alone, to the limit.
         queries = ["standup budget deploy", "standup budget deploy harbour", "standup pager"]
