@@ -214,6 +214,25 @@ class RoomChange(Base):
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class GraphChange(Base):
+    """An entity or community that changed since the reports step last ran (migration 0014).
+
+    The graph step writes the names of the entities it rewrites or deletes (and both ends of
+    each relationship it rewrites or deletes), the communities step the ids of the communities
+    whose members changed, each before it writes the change; a row with neither stands for
+    the whole room (a full build). The reports step hashes only the communities these rows
+    touch, and deletes the rows it read once its reports are written."""
+
+    __tablename__ = "graph_changes"
+    __table_args__ = (Index("ix_graph_changes_room", "room_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64))
+    entity_name: Mapped[str | None] = mapped_column(Text)
+    community_id: Mapped[str | None] = mapped_column(String(64))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ChunkExtraction(Base):
     """What one extractor found in one chunk; a chunk is extracted once per extractor."""
 

@@ -140,11 +140,13 @@ class GraphMerger:
         self.display: dict[str, str] = {}
         self.types: dict[str, Counter[str]] = {}
         self.descriptions: dict[str, list[str]] = {}
-        self.entity_chunks: dict[str, list[str]] = {}
+        # Ordered sets (dicts): a busy entity's chunks number in the thousands, and a list's
+        # membership test made merging it quadratic.
+        self.entity_chunks: dict[str, dict[str, None]] = {}
         self.mentions: Counter[str] = Counter()
         self.weights: dict[tuple[str, str], float] = {}
         self.rel_descriptions: dict[tuple[str, str], list[str]] = {}
-        self.rel_chunks: dict[tuple[str, str], list[str]] = {}
+        self.rel_chunks: dict[tuple[str, str], dict[str, None]] = {}
 
     def add_entity(self, chunk_id: str, mention: EntityMention) -> None:
         key = mention.name
@@ -152,7 +154,8 @@ class GraphMerger:
         self.types.setdefault(key, Counter())[mention.type] += 1
         self.mentions[key] += 1
         _add_unique(self.descriptions.setdefault(key, []), mention.description, MAX_DESCRIPTIONS)
-        _add_unique(self.entity_chunks.setdefault(key, []), chunk_id)
+        if chunk_id:
+            self.entity_chunks.setdefault(key, {})[chunk_id] = None
 
     def add_relationship(self, chunk_id: str, mention: RelationshipMention) -> None:
         pair = (mention.source, mention.target)
@@ -160,7 +163,8 @@ class GraphMerger:
         _add_unique(
             self.rel_descriptions.setdefault(pair, []), mention.description, MAX_DESCRIPTIONS
         )
-        _add_unique(self.rel_chunks.setdefault(pair, []), chunk_id)
+        if chunk_id:
+            self.rel_chunks.setdefault(pair, {})[chunk_id] = None
 
     def add_extraction(self, chunk_id: str, extraction: Extraction) -> None:
         entities, relationships = extraction_mentions(extraction)
@@ -175,7 +179,7 @@ class GraphMerger:
             display_name=self.display[key],
             type=_merged_type(self.types[key]),
             description=" ".join(self.descriptions[key]),
-            source_chunk_ids=self.entity_chunks[key],
+            source_chunk_ids=list(self.entity_chunks.get(key, ())),
             mentions=self.mentions[key],
             descriptions=self.descriptions[key],
         )
@@ -186,7 +190,7 @@ class GraphMerger:
             target=pair[1],
             weight=float(self.weights[pair]),
             description=" ".join(self.rel_descriptions[pair]),
-            source_chunk_ids=self.rel_chunks[pair],
+            source_chunk_ids=list(self.rel_chunks.get(pair, ())),
         )
 
     def graph(self) -> RoomGraph:

@@ -11,7 +11,8 @@ or Qdrant was configured still has rows here)
     ``room_chunks``, ``chunk_extractions``, ``entity_aliases``, and the graph build's state
     (``graph_build_rooms``, ``graph_build_chunks``, ``graph_room_words``,
     ``graph_entity_mentions``, ``graph_relationship_mentions``, ``graph_merged_entities``,
-    ``graph_merged_relationships``), the index steps' pending ``room_changes`` (here);
+    ``graph_merged_relationships``), the index steps' pending ``room_changes`` and
+    ``graph_changes`` (here);
     ``graph_entities``, ``graph_relationships``, ``graph_communities``,
     ``graph_community_reports`` (:meth:`PostgresGraphStore.wipe_room`);
     ``vector_points``, ``lexical_postings``, ``lexical_rooms``, ``lexical_terms``
@@ -51,6 +52,7 @@ from dbschema.models import (
     EntityAlias,
     GraphBuildChunk,
     GraphBuildRoom,
+    GraphChange,
     GraphEntityMention,
     GraphMergedEntity,
     GraphMergedRelationship,
@@ -77,8 +79,10 @@ DERIVED_TABLES = (
     GraphRoomWord,
     GraphBuildChunk,
     GraphBuildRoom,
+    GraphChange,
     # the index steps' pending changes (``knowledge.indexing.changes``)
     RoomChange,
+    GraphChange,
 )
 
 

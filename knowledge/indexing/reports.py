@@ -1,6 +1,9 @@
 """Step 5: a report per community whose content changed, with its vector.
 
-The room graph is indexed once (entities by name, relationships by entity), so each
+Delta: the graph and communities steps log the entities and communities they change
+(``graph_changes``); a run hashes only the communities those touch, from their members'
+subgraph. A full build (or a change touching most communities) hashes every one: the room
+graph is then indexed once (entities by name, relationships by entity), so each
 community's content hash costs the sum of its members' degrees; a community whose hash
 matches its stored report is skipped without building its context. Contexts (ordering,
 excerpts) are built only for the communities whose report is written, and only their
@@ -17,8 +20,14 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from dbschema.models import RoomChunk
-from knowledge.graph import RoomGraph
-from knowledge.indexing.vectors import VectorSync, sync_vectors
+from knowledge.graph import Community, CommunityReport, RoomGraph
+from knowledge.indexing.changes import (
+    REPORTS_CONSUMER,
+    consume_graph_changes,
+    lock_room,
+    pending_graph_changes,
+)
+from knowledge.indexing.vectors import VectorSync, sync_vector_ids, sync_vectors
 from knowledge.platform import Platform
 from knowledge.reports import GraphIndex, report_text
 from knowledge.stores.base import COMMUNITIES
@@ -38,57 +47,145 @@ class ReportBuild:
     contexts_built: int = 0
     #: Excerpt chunk texts read from the database for those contexts.
     chunks_read: int = 0
+    #: "full" (every community hashed) or "delta" (those the logged changes touch).
+    mode: str = "full"
+    #: Communities hashed.
+    touched: int = 0
+
+
+#: Past this share of the room's entities among the touched communities' members, one read
+#: of the whole graph is cheaper than reading their subgraph (the top level of a hierarchy has
+#: a few very large communities, and one change touches one of them).
+FULL_PASS_SHARE = 0.25
 
 
 async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
-    """Write a report for each community whose content changed; drop reports of gone ones."""
+    """Write a report for each community whose content changed; drop reports of gone ones.
+
+    The graph and communities steps log what they changed (``graph_changes``); only the
+    communities those changes touch are hashed (a whole-room entry, or communities holding
+    more than ``FULL_PASS_SHARE`` of the room's entities, hashes them all).
+    """
     started = time.perf_counter()
-    writer = platform.report_writer
+    async with platform.session() as session:
+        await lock_room(session, room_id, REPORTS_CONSUMER)
+        pending = await pending_graph_changes(session, room_id)
+        communities = await platform.graph.get_communities(room_id)
+        touched = [
+            c
+            for c in communities
+            if c.id in pending.community_ids or not pending.entity_names.isdisjoint(c.entity_names)
+        ]
+        members = {n for c in touched for n in c.entity_names}
+        room_names = {n for c in communities for n in c.entity_names}
+        full = pending.whole_room or len(members) > FULL_PASS_SHARE * len(room_names)
+        if full:
+            build = await _write_all(platform, room_id, communities)
+        else:
+            gone = sorted(pending.community_ids - {c.id for c in communities})
+            build = await _write_touched(platform, room_id, touched, gone)
+        await consume_graph_changes(session, pending.ids)
+        await session.commit()
+    build.mode = "full" if full else "delta"
+    build.touched = len(communities) if full else len(touched)
+    build.seconds = time.perf_counter() - started
+    return build
+
+
+async def _write_all(platform: Platform, room_id: str, communities: list[Community]) -> ReportBuild:
     # Content hashes need no provenance (the largest columns); the entities of the
-    # communities to rewrite are read again whole below, for their excerpts.
+    # communities to rewrite are read again whole, for their excerpts.
     graph: RoomGraph = await platform.graph.get_graph(room_id, provenance=False)
-    communities = await platform.graph.get_communities(room_id)
     existing = {r.community_id: r for r in await platform.graph.get_reports(room_id)}
     index = GraphIndex(graph)
-
-    reports = []
-    stale = []
-    for community in communities:
-        old = existing.get(community.id)
-        if old is not None and old.content_hash == index.content_hash(community):
-            reports.append(old)
-        else:
-            stale.append(community)
+    kept, stale = _split(communities, existing, index)
     for entity in await platform.graph.get_entities(
         room_id, sorted({n for c in stale for n in c.entity_names})
     ):
         index.entities[entity.name] = entity
-    wanted = {cid for c in stale for cid in index.excerpt_chunk_ids(c)}
-    chunk_texts = await chunk_texts_by_id(platform, room_id, wanted)
-    contexts = [index.context(c, chunk_texts) for c in stale]
-    fresh = list(await asyncio.gather(*(writer.write(c) for c in contexts)))
-    reports += fresh
-    await platform.graph.upsert_reports(room_id, fresh)
+    fresh, chunks_read = await _rewrite(platform, room_id, stale, index)
     gone = sorted(set(existing) - {c.id for c in communities})
     await platform.graph.delete_reports(room_id, gone)
     vectors = await sync_vectors(
-        platform,
-        COMMUNITIES,
-        room_id,
-        {
-            r.community_id: (report_text(r), {"level": r.level, "rank": r.rank, "title": r.title})
-            for r in reports
-        },
+        platform, COMMUNITIES, room_id, {r.community_id: _vector_item(r) for r in kept + fresh}
     )
     return ReportBuild(
-        total=len(reports),
+        total=len(kept) + len(fresh),
         regenerated=len(fresh),
         deleted=len(gone),
         vectors=vectors,
-        seconds=time.perf_counter() - started,
-        contexts_built=len(contexts),
-        chunks_read=len(chunk_texts),
+        seconds=0.0,
+        contexts_built=len(fresh),
+        chunks_read=chunks_read,
     )
+
+
+async def _write_touched(
+    platform: Platform, room_id: str, touched: list[Community], gone: list[str]
+) -> ReportBuild:
+    """Hash the touched communities from their members' subgraph (entities and the
+    relationships among them: every inside relationship of each), rewrite the changed ones."""
+    names = sorted({n for c in touched for n in c.entity_names})
+    sub = await platform.graph.neighbourhood(room_id, names, hops=0, limit=len(names))
+    index = GraphIndex(sub)
+    existing = {
+        r.community_id: r
+        for r in await platform.graph.get_reports(room_id, [c.id for c in touched] + gone)
+    }
+    _, stale = _split(touched, existing, index)
+    fresh, chunks_read = await _rewrite(platform, room_id, stale, index)
+    gone = [cid for cid in gone if cid in existing]
+    await platform.graph.delete_reports(room_id, gone)
+    vectors = await sync_vector_ids(
+        platform,
+        COMMUNITIES,
+        room_id,
+        [r.community_id for r in fresh] + gone,
+        {r.community_id: _vector_item(r) for r in fresh},
+    )
+    return ReportBuild(
+        total=await _report_count(platform, room_id),
+        regenerated=len(fresh),
+        deleted=len(gone),
+        vectors=vectors,
+        seconds=0.0,
+        contexts_built=len(fresh),
+        chunks_read=chunks_read,
+    )
+
+
+def _split(
+    communities: list[Community], existing: dict[str, CommunityReport], index: GraphIndex
+) -> tuple[list[CommunityReport], list[Community]]:
+    """The stored reports still current, and the communities whose report must be written."""
+    kept, stale = [], []
+    for community in communities:
+        old = existing.get(community.id)
+        if old is not None and old.content_hash == index.content_hash(community):
+            kept.append(old)
+        else:
+            stale.append(community)
+    return kept, stale
+
+
+async def _rewrite(
+    platform: Platform, room_id: str, stale: list[Community], index: GraphIndex
+) -> tuple[list[CommunityReport], int]:
+    wanted = {cid for c in stale for cid in index.excerpt_chunk_ids(c)}
+    chunk_texts = await chunk_texts_by_id(platform, room_id, wanted)
+    contexts = [index.context(c, chunk_texts) for c in stale]
+    writer = platform.report_writer
+    fresh = list(await asyncio.gather(*(writer.write(c) for c in contexts)))
+    await platform.graph.upsert_reports(room_id, fresh)
+    return fresh, len(chunk_texts)
+
+
+def _vector_item(report: CommunityReport) -> tuple[str, dict[str, object]]:
+    return report_text(report), {"level": report.level, "rank": report.rank, "title": report.title}
+
+
+async def _report_count(platform: Platform, room_id: str) -> int:
+    return int((await platform.graph.counts(room_id)).get("reports", 0))
 
 
 async def chunk_texts_by_id(

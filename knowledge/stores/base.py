@@ -104,7 +104,11 @@ class GraphStore(Protocol):
 
     async def delete_reports(self, room_id: str, community_ids: Sequence[str]) -> None: ...
 
-    async def get_reports(self, room_id: str) -> list[CommunityReport]: ...
+    async def get_reports(
+        self, room_id: str, community_ids: Sequence[str] | None = None
+    ) -> list[CommunityReport]:
+        """The room's reports (of those communities only, when given), best rank first."""
+        ...
 
     async def counts(self, room_id: str) -> dict[str, int]:
         """Keys: entities, relationships, communities, reports."""

@@ -658,11 +658,21 @@ class Neo4jGraphStore:
 
         await self._write(work)
 
-    async def get_reports(self, room_id: str) -> list[CommunityReport]:
-        rows = await self._rows(
-            "MATCH (r:Report {room_id: $room_id}) RETURN collect(properties(r)) AS rows",
-            room_id=room_id,
-        )
+    async def get_reports(
+        self, room_id: str, community_ids: Sequence[str] | None = None
+    ) -> list[CommunityReport]:
+        if community_ids is None:
+            rows = await self._rows(
+                "MATCH (r:Report {room_id: $room_id}) RETURN collect(properties(r)) AS rows",
+                room_id=room_id,
+            )
+        else:
+            rows = await self._rows(
+                "UNWIND $ids AS id MATCH (r:Report {room_id: $room_id, community_id: id}) "
+                "RETURN collect(properties(r)) AS rows",
+                room_id=room_id,
+                ids=sorted(set(community_ids)),
+            )
         return sorted(map(_report, rows), key=lambda r: (-r.rank, r.community_id))
 
     async def counts(self, room_id: str) -> dict[str, int]:

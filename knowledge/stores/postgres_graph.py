@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, delete, func, or_, select, text
+from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dbschema.models import (
@@ -185,9 +185,22 @@ class PostgresGraphStore:
                     .order_by(GraphRelationship.source, GraphRelationship.target)
                 )
             ).all()
+        if provenance:
+            return RoomGraph(
+                entities=[_entity(r) for r in entities],
+                relationships=[_relationship(r) for r in rels],
+            )
+        # Positional, not by attribute: a missing attribute costs a raised KeyError per row
+        # (a third of the read at 100k relationships).
         return RoomGraph(
-            entities=[_entity(r) for r in entities],
-            relationships=[_relationship(r) for r in rels],
+            entities=[
+                Entity(name, display, kind, description, [], mentions)
+                for name, display, kind, description, mentions in entities
+            ],
+            relationships=[
+                Relationship(source, target, weight, description, [])
+                for source, target, description, weight in rels
+            ],
         )
 
     async def get_entities(self, room_id: str, names: Sequence[str]) -> list[Entity]:
@@ -354,13 +367,21 @@ class PostgresGraphStore:
                 )
             )
 
-    async def get_reports(self, room_id: str) -> list[CommunityReport]:
+    async def get_reports(
+        self, room_id: str, community_ids: Sequence[str] | None = None
+    ) -> list[CommunityReport]:
+        query = select(GraphCommunityReport).where(GraphCommunityReport.room_id == room_id)
+        if community_ids is not None:
+            wanted = sorted(set(community_ids))
+            query = query.where(
+                GraphCommunityReport.community_id == func.any(array(wanted, type_=Text))
+            )
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(GraphCommunityReport)
-                    .where(GraphCommunityReport.room_id == room_id)
-                    .order_by(GraphCommunityReport.rank.desc(), GraphCommunityReport.community_id)
+                    query.order_by(
+                        GraphCommunityReport.rank.desc(), GraphCommunityReport.community_id
+                    )
                 )
             ).all()
         return [

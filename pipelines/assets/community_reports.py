@@ -30,7 +30,9 @@ def community_reports(
     (build, check), usage = knowledge.run(work)
     return MaterializeResult(
         metadata={
+            "mode": build.mode,
             "reports": build.total,
+            "communities_hashed": build.touched,
             "regenerated": build.regenerated,
             "deleted": build.deleted,
             "vectors_written": build.vectors.written,

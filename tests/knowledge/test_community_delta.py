@@ -16,6 +16,7 @@ import knowledge.communities as communities_module
 from knowledge.communities import community_id, hierarchical_communities, inherit_ids
 from knowledge.graph import Community, Entity, Relationship, RoomGraph
 from knowledge.indexing import detect_communities, write_reports
+from knowledge.indexing.changes import add_graph_changes
 from knowledge.platform import Platform
 from knowledge.reports import GraphIndex, build_context
 
@@ -57,6 +58,17 @@ def ids_by_cluster(communities: Sequence[Community]) -> dict[str, str]:
                 if f"c{cluster}-2" in c.entity_names:
                     found[f"c{cluster}"] = c.id
     return found
+
+
+async def rewrite_graph(
+    platform: Platform, room: str, graph: RoomGraph, changed: Sequence[str]
+) -> None:
+    """Write the graph as the graph step does: the changed entities logged for the reports
+    step first."""
+    async with platform.session() as session:
+        await add_graph_changes(session, room, entity_names=changed)
+        await session.commit()
+    await platform.graph.replace_graph(room, graph)
 
 
 @pytest.fixture
@@ -121,7 +133,7 @@ async def test_reports_build_contexts_only_for_changed_communities(
     graph = clustered_graph()
     entity = next(e for e in graph.entities if e.name == "c3-4")
     entity.description = "member c3-4, now the team lead"
-    await platform.graph.replace_graph(room, graph)
+    await rewrite_graph(platform, room, graph, ["c3-4"])
     assert (await detect_communities(platform, room)).skipped
     changed = await write_reports(platform, room)
     assert (changed.contexts_built, changed.regenerated) == (1, 1)
@@ -131,7 +143,7 @@ async def test_reports_build_contexts_only_for_changed_communities(
     for r in graph.relationships:
         if r.pair == ("c4-0", "c4-1"):
             r.weight = 7.0
-    await platform.graph.replace_graph(room, graph)
+    await rewrite_graph(platform, room, graph, ["c4-0", "c4-1"])
     redetected = await detect_communities(platform, room)
     assert not redetected.skipped and redetected.kept == CLUSTERS
     assert (await write_reports(platform, room)).contexts_built == 0
@@ -140,10 +152,12 @@ async def test_reports_build_contexts_only_for_changed_communities(
     for r in graph.relationships:
         if r.pair == ("c4-0", "c4-1"):
             r.weight = 9.0
-    await platform.graph.replace_graph(room, graph)
+    await rewrite_graph(platform, room, graph, ["c4-0", "c4-1"])
     await detect_communities(platform, room)
     crossed = await write_reports(platform, room)
     assert (crossed.contexts_built, crossed.regenerated) == (1, 1)
+    # Each of those runs hashed only the community its logged change touched.
+    assert (crossed.mode, crossed.touched) == ("delta", 1)
 
 
 async def test_unchanged_graph_skips_leiden_and_writes_nothing(

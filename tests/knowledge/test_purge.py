@@ -169,7 +169,9 @@ async def test_purge_on_postgres_and_pgvector(platform: Platform) -> None:
     again = await purge_room(platform, uuid.UUID(gone))
     assert again and set(again.values()) == {0}
     # entity_aliases and room_changes (the index steps' pending changes) may be empty already.
-    assert {f"postgres:{t}" for t in derived | {"entity_aliases", "room_changes"}} == again.keys()
+    assert {
+        f"postgres:{t}" for t in derived | {"entity_aliases", "room_changes", "graph_changes"}
+    } == again.keys()
     assert await postgres_rows(platform, kept) == kept_before
 
 

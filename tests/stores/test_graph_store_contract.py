@@ -294,6 +294,11 @@ async def test_reports_round_trip_upsert_and_delete(graph_store: GraphStore, roo
     assert [r.community_id for r in stored] == ["c1-a", "c0-a", "c0-b"]
     assert stored[0].summary == "A new summary."
     assert (await graph_store.counts(room))["reports"] == 3
+    # Some communities only (unknown ids are no error), in the same order.
+    some = await graph_store.get_reports(room, ["c0-b", "c1-a", "c9-none"])
+    assert [r.community_id for r in some] == ["c1-a", "c0-b"]
+    assert some[0] == stored[0]
+    assert await graph_store.get_reports(room, []) == []
 
     await graph_store.delete_reports(room, ["c0-a", "c9-none"])
     await graph_store.delete_reports(room, [])

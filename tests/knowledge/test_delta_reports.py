@@ -1,0 +1,87 @@
+"""The reports step on the delta (``graph_changes``) leaves every report current.
+
+Seeded random sequences of appends, edits and deletes of messages, each followed by the chunks,
+graph, communities and reports steps. The reports step hashes only the communities the logged
+changes touch; after each run a forced full pass (a whole-room entry) must find nothing to do:
+no report stale, none left for a gone community, one per community, and the report vectors
+as the rows say. A change the graph or communities step forgot to log would show up here as
+a report the full pass rewrites.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from knowledge.indexing import build_graph, detect_communities, sync_chunks, write_reports
+from knowledge.indexing.changes import add_graph_changes
+from knowledge.invariants import vectors_match_rows
+from knowledge.platform import Platform
+from tests.knowledge.test_delta_graph import Room, small_chunks  # noqa: F401 (fixture)
+
+# Six teams that each talk about their own people, project and city: a graph of several
+# communities, so that one message touches one of them.
+TEAMS = [
+    (["Alma Reyes", "Bruno Keller", "Chidi Obi"], "Project Falcon", "Oslo"),
+    (["Dana Sato", "Emil Novak", "Farah Aziz"], "Project Heron", "Quito"),
+    (["Goran Ilic", "Hana Mori", "Ivo Petrov"], "Project Ibis", "Riga"),
+    (["Jana Berg", "Kofi Mensah", "Lena Vogt"], "Project Jay", "Turin"),
+    (["Milo Duarte", "Nora Lind", "Omar Haddad"], "Project Kite", "Umea"),
+    (["Pia Ahlberg", "Quinn Foster", "Rosa Marin"], "Project Lark", "Vigo"),
+]
+LINES = [
+    "{a} met {b} in {city} about {project}.",
+    "{a} says {project} is on track; {b} agrees.",
+    "{b} will review {project} with {a} in {city} tomorrow.",
+]
+
+
+def team_line(rng: random.Random) -> str:
+    people, project, city = rng.choice(TEAMS)
+    a, b = rng.sample(people, 2)
+    return rng.choice(LINES).format(a=a, b=b, project=project, city=city)
+
+
+async def refresh(platform: Platform, room_id: str) -> str:
+    await sync_chunks(platform, room_id)
+    await build_graph(platform, room_id)
+    await detect_communities(platform, room_id)
+    return (await write_reports(platform, room_id)).mode
+
+
+async def assert_reports_current(platform: Platform, room_id: str, context: str) -> None:
+    async with platform.session() as session:
+        await add_graph_changes(session, room_id, whole_room=True)
+        await session.commit()
+    full = await write_reports(platform, room_id)
+    assert full.mode == "full"
+    assert (full.regenerated, full.deleted) == (0, 0), context
+    communities = await platform.graph.get_communities(room_id)
+    assert full.total == len(communities) > 0, context
+    assert (await vectors_match_rows(platform, room_id, "communities")).passed, context
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_delta_reports_leave_every_report_current(
+    small_chunks: Platform,  # noqa: F811
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    room = Room(small_chunks, rng)
+    await room.create(0)
+    for _ in range(48):
+        await room.append(1, team_line(rng))
+    modes = [await refresh(small_chunks, room.room_id)]
+    await assert_reports_current(small_chunks, room.room_id, "first build")
+    for step in range(10):
+        op = rng.choice(["append", "append", "edit", "delete"])
+        if op == "append":
+            await room.append(1, team_line(rng))
+        elif op == "edit":
+            await room.edit()
+        else:
+            await room.delete(rng.randint(1, 2))
+        modes.append(await refresh(small_chunks, room.room_id))
+        await assert_reports_current(small_chunks, room.room_id, f"seed {seed}, step {step}")
+    assert modes[0] == "full" and modes.count("delta") >= 3, modes
