@@ -2,8 +2,8 @@
 
 Delta: the graph and communities steps log the entities and communities they change
 (``graph_changes``); a run hashes only the communities those touch, from their members'
-subgraph. A full build (or a change touching most communities) hashes every one: the room
-graph is then indexed once (entities by name, relationships by entity), so each
+subgraph (or from one read of the whole graph when they hold much of it). A full build hashes
+every one. The graph read is indexed once (entities by name, relationships by entity), so each
 community's content hash costs the sum of its members' degrees; a community whose hash
 matches its stored report is skipped without building its context. Contexts (ordering,
 excerpts) are built only for the communities whose report is written, and only their
@@ -54,7 +54,7 @@ class ReportBuild:
 
 
 #: Past this share of the room's entities among the touched communities' members, one read
-#: of the whole graph is cheaper than reading their subgraph (the top level of a hierarchy has
+#: of the whole graph (without provenance) is cheaper than reading their subgraph (the top level of a hierarchy has
 #: a few very large communities, and one change touches one of them).
 FULL_PASS_SHARE = 0.25
 
@@ -63,8 +63,8 @@ async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
     """Write a report for each community whose content changed; drop reports of gone ones.
 
     The graph and communities steps log what they changed (``graph_changes``); only the
-    communities those changes touch are hashed (a whole-room entry, or communities holding
-    more than ``FULL_PASS_SHARE`` of the room's entities, hashes them all).
+    communities those changes touch are hashed, and only their reports and vectors are read
+    (a whole-room entry hashes them all).
     """
     started = time.perf_counter()
     async with platform.session() as session:
@@ -76,14 +76,15 @@ async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
             for c in communities
             if c.id in pending.community_ids or not pending.entity_names.isdisjoint(c.entity_names)
         ]
-        members = {n for c in touched for n in c.entity_names}
-        room_names = {n for c in communities for n in c.entity_names}
-        full = pending.whole_room or len(members) > FULL_PASS_SHARE * len(room_names)
+        full = pending.whole_room
         if full:
             build = await _write_all(platform, room_id, communities)
         else:
+            members = {n for c in touched for n in c.entity_names}
+            room_names = {n for c in communities for n in c.entity_names}
+            whole_graph = len(members) > FULL_PASS_SHARE * len(room_names)
             gone = sorted(pending.community_ids - {c.id for c in communities})
-            build = await _write_touched(platform, room_id, touched, gone)
+            build = await _write_touched(platform, room_id, touched, gone, whole_graph)
         await consume_graph_changes(session, pending.ids)
         await session.commit()
     build.mode = "full" if full else "delta"
@@ -121,18 +122,32 @@ async def _write_all(platform: Platform, room_id: str, communities: list[Communi
 
 
 async def _write_touched(
-    platform: Platform, room_id: str, touched: list[Community], gone: list[str]
+    platform: Platform,
+    room_id: str,
+    touched: list[Community],
+    gone: list[str],
+    whole_graph: bool,
 ) -> ReportBuild:
-    """Hash the touched communities from their members' subgraph (entities and the
-    relationships among them: every inside relationship of each), rewrite the changed ones."""
-    names = sorted({n for c in touched for n in c.entity_names})
-    sub = await platform.graph.neighbourhood(room_id, names, hops=0, limit=len(names))
-    index = GraphIndex(sub)
+    """Hash the touched communities, rewrite the changed ones. Their members' subgraph
+    (entities and the relationships among them: every inside relationship of each) is read
+    on its own, or, when they hold much of the room, as part of one read of the whole graph
+    without provenance (the entities of communities to rewrite are then read again whole)."""
+    if whole_graph:
+        index = GraphIndex(await platform.graph.get_graph(room_id, provenance=False))
+    else:
+        names = sorted({n for c in touched for n in c.entity_names})
+        sub = await platform.graph.neighbourhood(room_id, names, hops=0, limit=len(names))
+        index = GraphIndex(sub)
     existing = {
         r.community_id: r
         for r in await platform.graph.get_reports(room_id, [c.id for c in touched] + gone)
     }
     _, stale = _split(touched, existing, index)
+    if whole_graph:
+        for entity in await platform.graph.get_entities(
+            room_id, sorted({n for c in stale for n in c.entity_names})
+        ):
+            index.entities[entity.name] = entity
     fresh, chunks_read = await _rewrite(platform, room_id, stale, index)
     gone = [cid for cid in gone if cid in existing]
     await platform.graph.delete_reports(room_id, gone)
