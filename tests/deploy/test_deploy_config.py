@@ -45,7 +45,8 @@ def instance_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copy(INSTANCE_YAML, home / "dagster.yaml")
     config, custom_class = dagster_instance_config(str(home))
-    assert custom_class is None
+    # Our instance class (pooled storage connections), loaded by Dagster from the config.
+    assert custom_class is not None and custom_class.__name__ == "RoomInstance"
     return dict(config)
 
 

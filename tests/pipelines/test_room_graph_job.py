@@ -6,12 +6,14 @@ import asyncio
 
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, RunsFilter
+from sqlalchemy import create_engine, text
 
 from coagent.runs import run_room_job
 from knowledge.platform import open_platform
 from knowledge.sample import load_sample
 from knowledge.search import Route, answer_question
 from knowledge.settings import Settings
+from pipelines.instance import DAGSTER_DATABASE, dagster_storage_url
 from tests.conftest import add_messages, make_room, stored_state, with_platform
 
 SAMPLE = [(s.speaker, s.text) for s in load_sample()[:160]]
@@ -205,3 +207,31 @@ def test_unknown_room_fails_the_run_clearly(
     assert not outcome.success
     assert "does not exist" in (outcome.error or "")
     assert stored_state(settings, missing)["chunks"] == 0
+
+
+def dagster_sessions(settings: Settings) -> int:
+    """Sessions ever opened on Dagster's database (PostgreSQL 14+ counts them)."""
+    engine = create_engine(dagster_storage_url(settings), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            return int(
+                conn.execute(
+                    text("SELECT sessions FROM pg_stat_database WHERE datname = :name"),
+                    {"name": DAGSTER_DATABASE},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_refresh_run_reuses_its_storage_connections(
+    sample_room: str, settings: Settings, dagster_instance: DagsterInstance
+) -> None:
+    """dagster-postgres opens a connection per storage call unless asked to pool
+    (``RoomInstance``); a refresh makes ~250 calls, so unpooled it opens ~250 sessions."""
+    before = dagster_sessions(settings)
+    outcome = run_room_job(dagster_instance, "refresh_room", sample_room, show_progress=False)
+    assert outcome.success
+    # The count's own session, and the pool's few; far below one per call.
+    assert dagster_sessions(settings) - before < 40
