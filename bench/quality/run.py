@@ -175,6 +175,14 @@ async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # t
                     f"  {q['id']} {q['kind']:<10} R@10 ours {row['ours'][1]:.2f} "
                     f"bm25 {row['bm25'][1]:.2f}  gold {gold} got {ranked}"
                 )
+        # How much of the gold the candidates reach at all: recall@50 of ours (a top-50 query)
+        # and of BM25. Gold found but ranked below 10 is the reranker's to lift.
+        deep = await find_evidence(platform, room_id, q["question"], 50, systems["ours"])
+        ours50 = [number_of[int(e.id)] for e in deep.evidence if e.kind == "message"]
+        bm50 = [d.index + 1 for d in plain.search(q["question"], 50)]
+        wanted = set(gold)
+        row["ours@50"] = (len(wanted & set(ours50)) / len(wanted), 0.0, 0.0)
+        row["bm25@50"] = (len(wanted & set(bm50)) / len(wanted), 0.0, 0.0)
         for name, value in row.items():
             scores[name][q["kind"]].append(value)
             scores[name]["all"].append(value)
@@ -210,6 +218,17 @@ def print_tables(scores: dict) -> None:  # type: ignore[type-arg]
                 line += f"{means['ours'] - means['bm25']:>+11.3f}"
             print(line)
         print()
+    # Gold within reach of the candidates (top 50), beside what reaches the top 10.
+    print(f"   {'recall@50':<12}{'n':>4}{'ours':>11}{'bm25':>11}{'ours@10':>11}")
+    for kind in kinds:
+        deep = {n: scores[n][kind] for n in ("ours@50", "bm25@50", "ours")}
+        r50 = {n: sum(v[0] for v in vals) / len(vals) for n, vals in deep.items()}
+        r10 = sum(v[1] for v in deep["ours"]) / len(deep["ours"])
+        print(
+            f"   {kind:<12}{len(deep['ours']):>4}{r50['ours@50']:>11.3f}{r50['bm25@50']:>11.3f}"
+            f"{r10:>11.3f}"
+        )
+    print()
 
 
 def start_embed_server():  # type: ignore[no-untyped-def]
