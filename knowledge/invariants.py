@@ -39,11 +39,10 @@ async def relationships_have_entities(platform: Platform, room_id: str) -> Check
 
 
 async def names_normalized(platform: Platform, room_id: str) -> CheckOutcome:
-    graph = await platform.graph.get_graph(room_id, provenance=False)
     bad = [
-        e.name
-        for e in graph.entities
-        if e.name != normalize_name(e.name) or e.name != normalize_name(e.display_name)
+        name
+        for name, display in await platform.graph.entity_labels(room_id)
+        if name != normalize_name(name) or name != normalize_name(display)
     ]
     return _outcome(bad, "every entity name is normalized", "entity names are not normalized")
 

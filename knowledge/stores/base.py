@@ -85,6 +85,10 @@ class GraphStore(Protocol):
 
     async def entity_names(self, room_id: str) -> list[str]: ...
 
+    async def entity_labels(self, room_id: str) -> list[tuple[str, str]]:
+        """``(name, display_name)`` of every entity of the room, by name."""
+        ...
+
     async def topology(self, room_id: str) -> tuple[list[str], list[tuple[str, str, float]]]:
         """The entity names (sorted) and weighted relationships ``(source, target, weight)``
         of the room, without descriptions or provenance: what community detection reads."""

@@ -511,6 +511,13 @@ class Neo4jGraphStore:
         )
         return sorted(rows)
 
+    async def entity_labels(self, room_id: str) -> list[tuple[str, str]]:
+        rows = await self._rows(
+            "MATCH (e:Entity {room_id: $room_id}) RETURN collect([e.name, e.display_name]) AS rows",
+            room_id=room_id,
+        )
+        return sorted((str(name), str(display)) for name, display in rows)
+
     async def topology(self, room_id: str) -> tuple[list[str], list[tuple[str, str, float]]]:
         names = await self.entity_names(room_id)
         rows = await self._rows(

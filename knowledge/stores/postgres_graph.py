@@ -228,6 +228,15 @@ class PostgresGraphStore:
             )
             return sorted(r[0] for r in rows)
 
+    async def entity_labels(self, room_id: str) -> list[tuple[str, str]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(GraphEntity.name, GraphEntity.display_name)
+                .where(GraphEntity.room_id == room_id)
+                .order_by(GraphEntity.name)
+            )
+            return [(name, display) for name, display in rows]
+
     async def topology(self, room_id: str) -> tuple[list[str], list[tuple[str, str, float]]]:
         async with self.engine.connect() as conn:
             names = await conn.execute(

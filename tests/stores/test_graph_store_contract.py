@@ -178,6 +178,10 @@ async def test_replace_graph_makes_the_room_exactly_the_new_graph(
 
 async def test_get_entities_and_names(graph_store: GraphStore, room: str) -> None:
     assert await graph_store.entity_names(room) == sorted(names(sample_graph()))
+    assert await graph_store.entity_labels(room) == sorted(
+        (e.name, e.display_name) for e in sample_graph().entities
+    )
+    assert await graph_store.entity_labels(f"{room}-empty") == []
     found = await graph_store.get_entities(room, ["gamma", "alpha", "nobody"])
     assert found == [entity("alpha", chunks=("k1", "k2")), entity("gamma", "PLACE")]
     assert await graph_store.get_entities(room, []) == []
