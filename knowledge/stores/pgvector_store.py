@@ -67,6 +67,7 @@ class PgVectorStore:
         if not records:
             return
         terms = {r.id: term_frequencies(r.text) for r in records}
+        lengths = {pid: sum(tfs.values()) for pid, tfs in terms.items()}
         rows = [
             {
                 "collection": collection,
@@ -76,7 +77,7 @@ class PgVectorStore:
                 "dim": len(r.vector),
                 "text": r.text,
                 "payload": r.payload,
-                "n_terms": sum(terms[r.id].values()),
+                "n_terms": lengths[r.id],
             }
             for r in records
         ]
@@ -87,7 +88,7 @@ class PgVectorStore:
                 "term": term,
                 "point_id": pid,
                 "tf": tf,
-                "doc_len": sum(tfs.values()),
+                "doc_len": lengths[pid],
             }
             for pid, tfs in terms.items()
             for term, tf in tfs.items()
@@ -125,15 +126,14 @@ class PgVectorStore:
             if postings:
                 await conn.execute(insert(LexicalPosting), postings)
             if lexical:
-                df: Counter[str] = Counter(str(p["term"]) for p in postings)
-                df.subtract(removed)
                 await self._add_statistics(
                     conn,
                     collection,
                     room_id,
-                    len(rows) - int(before[0]),
-                    sum(sum(tfs.values()) for tfs in terms.values()) - int(before[1]),
-                    df,
+                    len(terms) - int(before[0]),
+                    sum(lengths.values()) - int(before[1]),
+                    added=Counter(str(p["term"]) for p in postings),
+                    removed=removed,
                 )
         self._written_since_analyze += len(records)
         if self._written_since_analyze >= max(_ANALYZE_AFTER, self._analyzed_rows):
@@ -176,10 +176,15 @@ class PgVectorStore:
         room_id: str,
         docs: int,
         length: int,
-        df: Counter[str],
+        added: Counter[str],
+        removed: Counter[str],
     ) -> None:
         """Add to the room's BM25 statistics (``lexical_rooms``, ``lexical_terms``), in the
-        transaction that changed its postings: a query reads them instead of counting."""
+        transaction that changed its postings: a query reads them instead of counting.
+        ``docs`` and ``length`` are the changes of the point count and total length; ``added``
+        and ``removed`` count the postings written and deleted, by term."""
+        df = Counter(added)
+        df.subtract(removed)
         if docs or length:
             room = insert(LexicalRoom).values(
                 collection=collection, room_id=room_id, n_docs=docs, total_terms=length
@@ -232,10 +237,14 @@ class PgVectorStore:
             lengths = list(result.scalars())
             removed = await self._delete_postings(conn, collection, room_id, list(ids))
             if collection in LEXICAL_COLLECTIONS:
-                removed_df: Counter[str] = Counter()
-                removed_df.subtract(removed)
                 await self._add_statistics(
-                    conn, collection, room_id, -len(lengths), -sum(lengths), removed_df
+                    conn,
+                    collection,
+                    room_id,
+                    -len(lengths),
+                    -sum(lengths),
+                    added=Counter(),
+                    removed=removed,
                 )
 
     async def fingerprints(
