@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dbschema.models import GraphChange, RoomChange
+from knowledge.platform import Platform
 
 CHUNKS_CONSUMER = "chunks"
 EVIDENCE_CONSUMER = "evidence"
@@ -107,15 +108,15 @@ class PendingGraphChanges:
     community_ids: set[str] = field(default_factory=set)
 
 
-async def add_graph_changes(
-    session: AsyncSession,
+async def log_graph_changes(
+    platform: Platform,
     room_id: str,
     entity_names: Iterable[str] = (),
     community_ids: Iterable[str] = (),
     whole_room: bool = False,
 ) -> None:
     """Rows for the reports step: the entities and communities about to change (or the whole
-    room). The caller commits them before it writes the change."""
+    room), committed in a transaction of their own before the caller writes the change."""
     rows: list[dict[str, object]] = [
         {"room_id": room_id, "entity_name": n} for n in sorted(set(entity_names))
     ]
@@ -123,7 +124,9 @@ async def add_graph_changes(
     if whole_room:
         rows.append({"room_id": room_id})
     if rows:
-        await session.execute(insert(GraphChange), rows)
+        async with platform.session() as session:
+            await session.execute(insert(GraphChange), rows)
+            await session.commit()
 
 
 async def pending_graph_changes(session: AsyncSession, room_id: str) -> PendingGraphChanges:

@@ -23,7 +23,7 @@ from knowledge.communities import (
     update_communities,
 )
 from knowledge.graph import Community
-from knowledge.indexing.changes import add_graph_changes
+from knowledge.indexing.changes import log_graph_changes
 from knowledge.platform import Platform
 
 
@@ -62,7 +62,10 @@ async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild
     if placed is not None:
         for community in placed:
             community.graph_fingerprint = fingerprint
-        await _record_changes(platform, room_id, previous, placed)
+        # The reports step's input, logged before the communities are replaced.
+        await log_graph_changes(
+            platform, room_id, community_ids=changed_communities(previous, placed)
+        )
         await platform.graph.replace_communities(room_id, placed)
         return _build(placed, previous, started, mode="incremental")
 
@@ -82,7 +85,9 @@ async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild
     for community in communities:
         community.graph_fingerprint = fingerprint
         community.baseline_weight = baseline
-    await _record_changes(platform, room_id, previous, communities)
+    await log_graph_changes(
+        platform, room_id, community_ids=changed_communities(previous, communities)
+    )
     await platform.graph.replace_communities(room_id, communities)
     return _build(communities, previous, started, warm_start=bool(previous))
 
@@ -97,17 +102,6 @@ def changed_communities(previous: list[Community], current: list[Community]) -> 
     before = {c.id: key(c) for c in previous}
     after = {c.id: key(c) for c in current}
     return {i for i in before.keys() | after.keys() if before.get(i) != after.get(i)}
-
-
-async def _record_changes(
-    platform: Platform, room_id: str, previous: list[Community], current: list[Community]
-) -> None:
-    """The reports step's input, committed before the communities are replaced."""
-    async with platform.session() as session:
-        await add_graph_changes(
-            session, room_id, community_ids=changed_communities(previous, current)
-        )
-        await session.commit()
 
 
 def _build(

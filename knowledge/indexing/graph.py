@@ -61,7 +61,7 @@ from knowledge.graph import (
     RoomGraph,
     extraction_mentions,
 )
-from knowledge.indexing.changes import add_graph_changes
+from knowledge.indexing.changes import log_graph_changes
 from knowledge.indexing.vectors import VectorSync, sync_vector_ids, sync_vectors
 from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
@@ -635,11 +635,9 @@ async def _full_build(platform: Platform, room_id: str) -> GraphBuild:
         if platform.llm is not None
         else 0
     )
-    async with platform.session() as session:
-        # Committed before the graph is replaced (a crash in between costs a full reports
-        # pass, never a stale report).
-        await add_graph_changes(session, room_id, whole_room=True)
-        await session.commit()
+    # Logged before the graph is replaced (a crash in between costs a full reports pass,
+    # never a stale report).
+    await log_graph_changes(platform, room_id, whole_room=True)
     await platform.graph.replace_graph(room_id, resolved)
     await _store_aliases(platform, room_id, aliases)
     aliases_of: dict[str, list[str]] = {}
@@ -1079,10 +1077,8 @@ async def _delta_build(
     delete_pairs = sorted(p for p in stored_pairs if p not in relationships)
     changed_names = {e.name for e in upsert_entities} | set(delete_entities)
     changed_names |= {n for r in upsert_rels for n in r.pair} | {n for p in delete_pairs for n in p}
-    async with platform.session() as session:
-        # The reports step's input, committed before the change is applied.
-        await add_graph_changes(session, room_id, entity_names=changed_names)
-        await session.commit()
+    # The reports step's input, logged before the change is applied.
+    await log_graph_changes(platform, room_id, entity_names=changed_names)
     await graph.apply_graph_changes(
         room_id, upsert_entities, upsert_rels, delete_entities, delete_pairs
     )

@@ -16,7 +16,7 @@ import knowledge.communities as communities_module
 from knowledge.communities import community_id, hierarchical_communities, inherit_ids
 from knowledge.graph import Community, Entity, Relationship, RoomGraph
 from knowledge.indexing import detect_communities, write_reports
-from knowledge.indexing.changes import add_graph_changes
+from knowledge.indexing.changes import log_graph_changes
 from knowledge.platform import Platform
 from knowledge.reports import GraphIndex, build_context
 
@@ -65,9 +65,7 @@ async def rewrite_graph(
 ) -> None:
     """Write the graph as the graph step does: the changed entities logged for the reports
     step first."""
-    async with platform.session() as session:
-        await add_graph_changes(session, room, entity_names=changed)
-        await session.commit()
+    await log_graph_changes(platform, room, entity_names=changed)
     await platform.graph.replace_graph(room, graph)
 
 

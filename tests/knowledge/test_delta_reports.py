@@ -15,7 +15,7 @@ import random
 import pytest
 
 from knowledge.indexing import build_graph, detect_communities, sync_chunks, write_reports
-from knowledge.indexing.changes import add_graph_changes
+from knowledge.indexing.changes import log_graph_changes
 from knowledge.invariants import vectors_match_rows
 from knowledge.platform import Platform
 from tests.knowledge.test_delta_graph import Room, small_chunks  # noqa: F401 (fixture)
@@ -51,9 +51,7 @@ async def refresh(platform: Platform, room_id: str) -> str:
 
 
 async def assert_reports_current(platform: Platform, room_id: str, context: str) -> None:
-    async with platform.session() as session:
-        await add_graph_changes(session, room_id, whole_room=True)
-        await session.commit()
+    await log_graph_changes(platform, room_id, whole_room=True)
     full = await write_reports(platform, room_id)
     assert full.mode == "full"
     assert (full.regenerated, full.deleted) == (0, 0), context

@@ -12,7 +12,7 @@ import pytest
 from knowledge.communities import community_id
 from knowledge.graph import Entity, Relationship
 from knowledge.indexing import detect_communities, write_reports
-from knowledge.indexing.changes import add_graph_changes
+from knowledge.indexing.changes import log_graph_changes
 from knowledge.platform import Platform
 from knowledge.settings import Settings
 from knowledge.stores.neo4j_graph import Neo4jGraphStore
@@ -68,9 +68,7 @@ async def test_gds_warm_start_keeps_ids_and_skips_an_unchanged_graph(
     for r in graph.relationships:  # past the drift limit: GDS Leiden runs, warm-started
         r.weight *= 2
     # Logged for the reports step as the graph step logs a change (every relationship moved).
-    async with platform.session() as session:
-        await add_graph_changes(session, room, entity_names=[e.name for e in graph.entities])
-        await session.commit()
+    await log_graph_changes(platform, room, entity_names=[e.name for e in graph.entities])
     await store.replace_graph(room, graph)
     second = await detect_communities(neo4j, room)
     after = await store.get_communities(room)
