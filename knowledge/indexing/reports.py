@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from dbschema.models import RoomChunk
-from knowledge.graph import Community, CommunityReport, RoomGraph
+from knowledge.graph import Community, CommunityReport
 from knowledge.indexing.changes import (
     REPORTS_CONSUMER,
     consume_graph_changes,
@@ -54,8 +54,8 @@ class ReportBuild:
 
 
 #: Past this share of the room's entities among the touched communities' members, one read
-#: of the whole graph (without provenance) is cheaper than reading their subgraph (the top level of a hierarchy has
-#: a few very large communities, and one change touches one of them).
+#: of the whole graph (without provenance) is cheaper than reading their subgraph (the top
+#: level of a hierarchy has a few very large communities, and one change touches one of them).
 FULL_PASS_SHARE = 0.25
 
 
@@ -94,17 +94,12 @@ async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
 
 
 async def _write_all(platform: Platform, room_id: str, communities: list[Community]) -> ReportBuild:
-    # Content hashes need no provenance (the largest columns); the entities of the
-    # communities to rewrite are read again whole, for their excerpts.
-    graph: RoomGraph = await platform.graph.get_graph(room_id, provenance=False)
+    # Content hashes need no provenance (the largest columns).
+    graph = await platform.graph.get_graph(room_id, provenance=False)
     existing = {r.community_id: r for r in await platform.graph.get_reports(room_id)}
-    index = GraphIndex(graph)
-    kept, stale = _split(communities, existing, index)
-    for entity in await platform.graph.get_entities(
-        room_id, sorted({n for c in stale for n in c.entity_names})
-    ):
-        index.entities[entity.name] = entity
-    fresh, chunks_read = await _rewrite(platform, room_id, stale, index)
+    kept, fresh, chunks_read = await _refresh(
+        platform, room_id, communities, existing, GraphIndex(graph), provenance=False
+    )
     gone = sorted(set(existing) - {c.id for c in communities})
     await platform.graph.delete_reports(room_id, gone)
     vectors = await sync_vectors(
@@ -133,22 +128,17 @@ async def _write_touched(
     on its own, or, when they hold much of the room, as part of one read of the whole graph
     without provenance (the entities of communities to rewrite are then read again whole)."""
     if whole_graph:
-        index = GraphIndex(await platform.graph.get_graph(room_id, provenance=False))
+        graph = await platform.graph.get_graph(room_id, provenance=False)
     else:
         names = sorted({n for c in touched for n in c.entity_names})
-        sub = await platform.graph.neighbourhood(room_id, names, hops=0, limit=len(names))
-        index = GraphIndex(sub)
+        graph = await platform.graph.neighbourhood(room_id, names, hops=0, limit=len(names))
     existing = {
         r.community_id: r
         for r in await platform.graph.get_reports(room_id, [c.id for c in touched] + gone)
     }
-    _, stale = _split(touched, existing, index)
-    if whole_graph:
-        for entity in await platform.graph.get_entities(
-            room_id, sorted({n for c in stale for n in c.entity_names})
-        ):
-            index.entities[entity.name] = entity
-    fresh, chunks_read = await _rewrite(platform, room_id, stale, index)
+    _, fresh, chunks_read = await _refresh(
+        platform, room_id, touched, existing, GraphIndex(graph), provenance=not whole_graph
+    )
     gone = [cid for cid in gone if cid in existing]
     await platform.graph.delete_reports(room_id, gone)
     vectors = await sync_vector_ids(
@@ -169,10 +159,17 @@ async def _write_touched(
     )
 
 
-def _split(
-    communities: list[Community], existing: dict[str, CommunityReport], index: GraphIndex
-) -> tuple[list[CommunityReport], list[Community]]:
-    """The stored reports still current, and the communities whose report must be written."""
+async def _refresh(
+    platform: Platform,
+    room_id: str,
+    communities: list[Community],
+    existing: dict[str, CommunityReport],
+    index: GraphIndex,
+    provenance: bool,
+) -> tuple[list[CommunityReport], list[CommunityReport], int]:
+    """The stored reports still current, the reports written for the communities whose
+    content hash changed, and the excerpt chunks read for them. An ``index`` built without
+    provenance gets the entities of those communities read again whole (for their excerpts)."""
     kept, stale = [], []
     for community in communities:
         old = existing.get(community.id)
@@ -180,19 +177,18 @@ def _split(
             kept.append(old)
         else:
             stale.append(community)
-    return kept, stale
-
-
-async def _rewrite(
-    platform: Platform, room_id: str, stale: list[Community], index: GraphIndex
-) -> tuple[list[CommunityReport], int]:
+    if not provenance:
+        for entity in await platform.graph.get_entities(
+            room_id, sorted({n for c in stale for n in c.entity_names})
+        ):
+            index.entities[entity.name] = entity
     wanted = {cid for c in stale for cid in index.excerpt_chunk_ids(c)}
     chunk_texts = await chunk_texts_by_id(platform, room_id, wanted)
     contexts = [index.context(c, chunk_texts) for c in stale]
     writer = platform.report_writer
     fresh = list(await asyncio.gather(*(writer.write(c) for c in contexts)))
     await platform.graph.upsert_reports(room_id, fresh)
-    return fresh, len(chunk_texts)
+    return kept, fresh, len(chunk_texts)
 
 
 def _vector_item(report: CommunityReport) -> tuple[str, dict[str, object]]:
