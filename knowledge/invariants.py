@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
-
-from dbschema.models import RoomChunk
 from knowledge.chat import count_messages
 from knowledge.graph import normalize_name
+from knowledge.indexing.room import chunk_counts
 from knowledge.platform import Platform
 from knowledge.rooms import parse_room_id
 from knowledge.stores.base import EVIDENCE
@@ -63,7 +61,7 @@ async def vectors_match_rows(platform: Platform, room_id: str, kind: str) -> Che
     if kind == "evidence":
         return await evidence_indexed(platform, room_id)
     if kind == "chunks":
-        rows = (await _chunk_counts(platform, room_id))[0]
+        rows = (await chunk_counts(platform, room_id))[0]
     else:
         counts = await platform.graph.counts(room_id)
         rows = counts["reports" if kind == "communities" else kind]
@@ -77,23 +75,10 @@ async def evidence_indexed(platform: Platform, room_id: str) -> CheckOutcome:
     """Every live message and artifact passage is one point of the evidence index."""
     async with platform.session() as session:
         messages = await count_messages(session, parse_room_id(room_id))
-    passages = (await _chunk_counts(platform, room_id))[1]
+    passages = (await chunk_counts(platform, room_id))[1]
     points = await platform.vectors.count(EVIDENCE, room_id)
     if points == messages + passages:
         return CheckOutcome(True, f"{messages} messages + {passages} passages indexed", [])
     return CheckOutcome(
         False, f"{points} evidence points for {messages} messages + {passages} passages", []
     )
-
-
-async def _chunk_counts(platform: Platform, room_id: str) -> tuple[int, int]:
-    """The room's chunks, and those of them that are artifact passages."""
-    async with platform.session() as session:
-        total, passages = (
-            await session.execute(
-                select(func.count(), func.count(RoomChunk.artifact_id)).where(
-                    RoomChunk.room_id == room_id
-                )
-            )
-        ).one()
-    return int(total), int(passages)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from dbschema.models import ChunkExtraction, EntityAlias, RoomChunk
 from knowledge.indexing.changes import reset_room
@@ -57,14 +56,20 @@ async def wipe_room(platform: Platform, room_id: str) -> None:
 async def room_state(platform: Platform, room_id: str) -> dict[str, int]:
     """Counts of every stored kind of fact of a room (used by tests, checks and the demo)."""
     counts = dict(await platform.graph.counts(room_id))
-    async with platform.session() as session:
-        chunks: Sequence[tuple[str, str | None]] = (
-            await session.execute(
-                select(RoomChunk.id, RoomChunk.artifact_id).where(RoomChunk.room_id == room_id)
-            )
-        ).all()
-    counts["chunks"] = len(chunks)
-    counts["artifact_chunks"] = sum(1 for _, artifact in chunks if artifact)
+    counts["chunks"], counts["artifact_chunks"] = await chunk_counts(platform, room_id)
     for collection in (CHUNKS, ENTITIES, COMMUNITIES, EVIDENCE):
         counts[f"{collection}_vectors"] = await platform.vectors.count(collection, room_id)
     return counts
+
+
+async def chunk_counts(platform: Platform, room_id: str) -> tuple[int, int]:
+    """How many chunks the room has, and how many of them are artifact passages."""
+    async with platform.session() as session:
+        total, passages = (
+            await session.execute(
+                select(func.count(), func.count(RoomChunk.artifact_id)).where(
+                    RoomChunk.room_id == room_id
+                )
+            )
+        ).one()
+    return int(total), int(passages)
