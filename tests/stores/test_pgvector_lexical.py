@@ -44,54 +44,23 @@ def point(pid: str, body: str) -> VectorRecord:
 
 
 async def stored_statistics(platform: Platform, room: str) -> tuple[object, object]:
+    """The statistics the writes kept, and the same counted from the points and postings."""
     async with platform.engine.connect() as conn:
-        kept = (
-            (
-                await conn.execute(
-                    text(
-                        "SELECT n_docs, total_terms FROM lexical_rooms "
-                        "WHERE collection = :c AND room_id = :r"
-                    ),
-                    {"c": EVIDENCE, "r": room},
-                )
-            ).one_or_none(),
-            dict(
-                (
-                    await conn.execute(
-                        text(
-                            "SELECT term, df FROM lexical_terms "
-                            "WHERE collection = :c AND room_id = :r"
-                        ),
-                        {"c": EVIDENCE, "r": room},
-                    )
-                ).all()
-            ),
+
+        async def rows(sql: str) -> list[tuple[object, ...]]:
+            result = await conn.execute(text(sql), {"c": EVIDENCE, "r": room})
+            return [tuple(row) for row in result]
+
+        where = "WHERE collection = :c AND room_id = :r"
+        kept_room = await rows(f"SELECT n_docs, total_terms FROM lexical_rooms {where}")
+        kept_df = dict(await rows(f"SELECT term, df FROM lexical_terms {where}"))
+        counted_room = await rows(
+            f"SELECT count(*), coalesce(sum(n_terms), 0) FROM vector_points {where}"
         )
-        counted = (
-            (
-                await conn.execute(
-                    text(
-                        "SELECT count(*), coalesce(sum(n_terms), 0) FROM vector_points "
-                        "WHERE collection = :c AND room_id = :r"
-                    ),
-                    {"c": EVIDENCE, "r": room},
-                )
-            ).one(),
-            dict(
-                (
-                    await conn.execute(
-                        text(
-                            "SELECT term, count(*) FROM lexical_postings "
-                            "WHERE collection = :c AND room_id = :r GROUP BY term"
-                        ),
-                        {"c": EVIDENCE, "r": room},
-                    )
-                ).all()
-            ),
+        counted_df = dict(
+            await rows(f"SELECT term, count(*) FROM lexical_postings {where} GROUP BY term")
         )
-    rows, df = kept
-    docs, terms = counted
-    return (tuple(rows) if rows else (0, 0), df), (tuple(docs), terms)
+    return (kept_room[0] if kept_room else (0, 0), kept_df), (counted_room[0], counted_df)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
