@@ -280,11 +280,13 @@ class PostgresGraphStore:
                             found.append(name)
                             next_frontier.add(name)
                 frontier = next_frontier
+            # One array parameter: an IN list of thousands of names (the reports step reads
+            # whole communities this way) costs more to compile than to run.
+            among = func.any(array(found, type_=Text))
             entities = (
                 await conn.execute(
                     select(GraphEntity).where(
-                        GraphEntity.room_id == room_id,
-                        GraphEntity.name == func.any(array(found, type_=Text)),
+                        GraphEntity.room_id == room_id, GraphEntity.name == among
                     )
                 )
             ).all()
@@ -293,8 +295,8 @@ class PostgresGraphStore:
                     select(GraphRelationship)
                     .where(
                         GraphRelationship.room_id == room_id,
-                        GraphRelationship.source == func.any(array(found, type_=Text)),
-                        GraphRelationship.target == func.any(array(found, type_=Text)),
+                        GraphRelationship.source == among,
+                        GraphRelationship.target == among,
                     )
                     .order_by(GraphRelationship.weight.desc())
                 )
