@@ -62,11 +62,7 @@ async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild
     if placed is not None:
         for community in placed:
             community.graph_fingerprint = fingerprint
-        # The reports step's input, logged before the communities are replaced.
-        await log_graph_changes(
-            platform, room_id, community_ids=changed_communities(previous, placed)
-        )
-        await platform.graph.replace_communities(room_id, placed)
+        await _replace(platform, room_id, previous, placed)
         return _build(placed, previous, started, mode="incremental")
 
     # A store that runs Leiden itself (Neo4j: GDS) does; otherwise Leiden runs here in Python.
@@ -85,10 +81,7 @@ async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild
     for community in communities:
         community.graph_fingerprint = fingerprint
         community.baseline_weight = baseline
-    await log_graph_changes(
-        platform, room_id, community_ids=changed_communities(previous, communities)
-    )
-    await platform.graph.replace_communities(room_id, communities)
+    await _replace(platform, room_id, previous, communities)
     return _build(communities, previous, started, warm_start=bool(previous))
 
 
@@ -102,6 +95,14 @@ def changed_communities(previous: list[Community], current: list[Community]) -> 
     before = {c.id: key(c) for c in previous}
     after = {c.id: key(c) for c in current}
     return {i for i in before.keys() | after.keys() if before.get(i) != after.get(i)}
+
+
+async def _replace(
+    platform: Platform, room_id: str, previous: list[Community], current: list[Community]
+) -> None:
+    """Store the communities, the changed ones logged first for the reports step."""
+    await log_graph_changes(platform, room_id, community_ids=changed_communities(previous, current))
+    await platform.graph.replace_communities(room_id, current)
 
 
 def _build(
