@@ -145,12 +145,7 @@ def make_stores(settings: Settings, engine: AsyncEngine) -> tuple[GraphStore, Ve
     if settings.neo4j_uri:
         from knowledge.stores.neo4j_graph import Neo4jGraphStore
 
-        graph = Neo4jGraphStore(
-            settings.neo4j_uri,
-            user=settings.neo4j_user,
-            password=settings.neo4j_password,
-            database=settings.neo4j_database,
-        )
+        graph = Neo4jGraphStore.from_settings(settings)
     else:
         from knowledge.stores.postgres_graph import PostgresGraphStore
 

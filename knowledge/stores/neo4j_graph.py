@@ -53,6 +53,7 @@ from knowledge.communities import (
     starting_communities,
 )
 from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
+from knowledge.settings import Settings
 
 SCHEMA_FILE = Path(dbschema.__file__).resolve().parent / "neo4j" / "schema.cypher"
 
@@ -364,6 +365,18 @@ class Neo4jGraphStore:
         self.password = password
         self.database = database
         self._shared: _SharedDriver | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Neo4jGraphStore:
+        """The store of ``NEO4J_URI`` and its user, password and database."""
+        if not settings.neo4j_uri:
+            raise ValueError("NEO4J_URI is not set")
+        return cls(
+            settings.neo4j_uri,
+            user=settings.neo4j_user,
+            password=settings.neo4j_password,
+            database=settings.neo4j_database,
+        )
 
     # -- driver and schema ----------------------------------------------------------------------
 

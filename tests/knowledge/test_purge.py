@@ -184,13 +184,7 @@ async def services_platform(
 ) -> AsyncIterator[Platform]:
     """The conftest platform with the graph in Neo4j and the vectors in Qdrant (the server of
     the run, under a prefix of this test's own)."""
-    assert neo4j_settings.neo4j_uri
-    graph = Neo4jGraphStore(
-        neo4j_settings.neo4j_uri,
-        user=neo4j_settings.neo4j_user,
-        password=neo4j_settings.neo4j_password,
-        database=neo4j_settings.neo4j_database,
-    )
+    graph = Neo4jGraphStore.from_settings(neo4j_settings)
     await graph.ensure_schema()
     try:
         yield dataclasses.replace(platform, graph=graph, vectors=qdrant_store)

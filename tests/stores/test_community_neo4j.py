@@ -23,13 +23,7 @@ pytestmark = pytest.mark.neo4j
 
 @pytest.fixture
 async def store(neo4j_settings: Settings) -> AsyncIterator[Neo4jGraphStore]:
-    assert neo4j_settings.neo4j_uri
-    store = Neo4jGraphStore(
-        neo4j_settings.neo4j_uri,
-        user=neo4j_settings.neo4j_user,
-        password=neo4j_settings.neo4j_password,
-        database=neo4j_settings.neo4j_database,
-    )
+    store = Neo4jGraphStore.from_settings(neo4j_settings)
     yield store
     await store.close()
 

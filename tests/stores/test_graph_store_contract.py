@@ -14,7 +14,6 @@ import pytest
 
 from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
 from knowledge.platform import Platform
-from knowledge.settings import Settings
 from knowledge.stores.base import GraphStore
 from knowledge.stores.neo4j_graph import Neo4jGraphStore
 from knowledge.stores.postgres_graph import PostgresGraphStore
@@ -32,14 +31,7 @@ async def graph_store(
     if request.param == "postgres":
         store: GraphStore = PostgresGraphStore(platform.engine)
     elif request.param == "neo4j":
-        settings: Settings = request.getfixturevalue("neo4j_settings")
-        assert settings.neo4j_uri
-        store = Neo4jGraphStore(
-            settings.neo4j_uri,
-            user=settings.neo4j_user,
-            password=settings.neo4j_password,
-            database=settings.neo4j_database,
-        )
+        store = Neo4jGraphStore.from_settings(request.getfixturevalue("neo4j_settings"))
     else:  # pragma: no cover - every param needs a branch
         raise AssertionError(request.param)
     await store.ensure_schema()

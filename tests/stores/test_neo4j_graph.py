@@ -22,19 +22,9 @@ from knowledge.stores.postgres_graph import PostgresGraphStore
 pytestmark = pytest.mark.neo4j
 
 
-def make_store(settings: Settings) -> Neo4jGraphStore:
-    assert settings.neo4j_uri
-    return Neo4jGraphStore(
-        settings.neo4j_uri,
-        user=settings.neo4j_user,
-        password=settings.neo4j_password,
-        database=settings.neo4j_database,
-    )
-
-
 @pytest.fixture
 async def store(neo4j_settings: Settings) -> AsyncIterator[Neo4jGraphStore]:
-    store = make_store(neo4j_settings)
+    store = Neo4jGraphStore.from_settings(neo4j_settings)
     await store.ensure_schema()
     yield store
     await store.close()
@@ -185,13 +175,16 @@ async def test_visual_subgraph_is_the_most_mentioned_entities(store: Neo4jGraphS
 
 
 async def test_stores_of_one_event_loop_share_one_driver(neo4j_settings: Settings) -> None:
-    first, second = make_store(neo4j_settings), make_store(neo4j_settings)
+    first, second = (
+        Neo4jGraphStore.from_settings(neo4j_settings),
+        Neo4jGraphStore.from_settings(neo4j_settings),
+    )
     driver = await first.driver()
     assert await second.driver() is driver
     await first.close()
     assert await second.entity_names(new_room()) == []  # still open for the other store
     await second.close()
-    third = make_store(neo4j_settings)
+    third = Neo4jGraphStore.from_settings(neo4j_settings)
     assert await third.driver() is not driver  # the last close closed it
     await third.close()
     live = [key for key, shared in neo4j_graph._DRIVERS.items() if shared.users > 0]
