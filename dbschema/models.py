@@ -456,8 +456,9 @@ class VectorPoint(Base):
     collection: Mapped[str] = mapped_column(String(64))
     room_id: Mapped[str] = mapped_column(String(64))
     point_id: Mapped[str] = mapped_column(Text)
-    # Dimension-free column: each embedder's dimension gets its own partial HNSW index.
-    embedding: Mapped[list[float]] = mapped_column(Vector())
+    # Dimension-free column: each embedder's dimension gets its own partial HNSW index. NULL
+    # (``dim`` 0) for a lexical-only point (migration 0015).
+    embedding: Mapped[list[float] | None] = mapped_column(Vector(), nullable=True)
     dim: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)

@@ -112,12 +112,16 @@ def _items(
 async def sync_evidence(platform: Platform, room_id: str) -> EvidenceSync:
     """Index every live message and artifact passage of the room as a unit of evidence.
 
-    One point per message (BM25 over its text; a dense vector of speaker + text) and per
-    artifact chunk, with speaker and time (epoch seconds, ``ts``) in the payload for filters.
+    One point per message (BM25 over its text; a dense vector of speaker + text when the
+    embedder is a real model) and per artifact chunk, with speaker and time (epoch seconds,
+    ``ts``) in the payload for filters.
     Only new or edited units are re-indexed (fingerprints), deleted ones are removed; only the
     units of pending changes are looked at (see the module docstring).
     """
     started = time.perf_counter()
+    # Only a real model's vectors are searched (the dense generator); the hashing embedder's
+    # would cost an HNSW insert per message for nothing, so its points are lexical-only.
+    dense = platform.embedder.semantic
     async with platform.session() as session:
         await get_room(session, room_id)
         await lock_room(session, room_id, EVIDENCE_CONSUMER)
@@ -141,7 +145,14 @@ async def sync_evidence(platform: Platform, room_id: str) -> EvidenceSync:
             else:
                 text, payload, embedded = _message_unit(probe)
                 if not await probe_vector(
-                    platform, EVIDENCE, room_id, message_unit_id(probe.id), text, payload, embedded
+                    platform,
+                    EVIDENCE,
+                    room_id,
+                    message_unit_id(probe.id),
+                    text,
+                    payload,
+                    embedded,
+                    dense,
                 ):
                     mode, reason = FULL, "vector store behind the messages"
         if mode == FULL:
@@ -149,7 +160,7 @@ async def sync_evidence(platform: Platform, room_id: str) -> EvidenceSync:
             passages = await _passages(session, room_id)
             items, embed_texts = _items(messages)
             items.update(passages)
-            vectors = await sync_vectors(platform, EVIDENCE, room_id, items, embed_texts)
+            vectors = await sync_vectors(platform, EVIDENCE, room_id, items, embed_texts, dense)
             n_messages = len(messages)
         else:
             live = await live_messages(session, room_id, pending.message_ids)
@@ -161,7 +172,9 @@ async def sync_evidence(platform: Platform, room_id: str) -> EvidenceSync:
                 stored = await platform.vectors.fingerprints(EVIDENCE, room_id, kind="artifact")
                 ids |= set(stored) | set(passages)
                 items.update(passages)
-            vectors = await sync_vector_ids(platform, EVIDENCE, room_id, ids, items, embed_texts)
+            vectors = await sync_vector_ids(
+                platform, EVIDENCE, room_id, ids, items, embed_texts, dense
+            )
             n_messages = len(live)
         await consume(session, pending.ids)
         await session.commit()

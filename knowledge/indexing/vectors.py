@@ -30,17 +30,19 @@ async def sync_vectors(
     room_id: str,
     items: dict[str, tuple[str, dict]],
     embed_texts: dict[str, str] | None = None,
+    dense: bool = True,
 ) -> VectorSync:
     """Make a collection's points for the room exactly ``items`` (id -> (text, payload)).
 
     The stored text is what lexical search reads; ``embed_texts`` (id -> text) gives the
     embedder another input where it differs (a message with its speaker). Only points whose
-    texts (or payload) changed are re-embedded; stale points are deleted.
+    texts (or payload) changed are re-embedded; stale points are deleted. ``dense=False``
+    writes lexical-only points (no embedding: nothing searches them by vector).
     """
     embed_texts = embed_texts or {}
     await platform.vectors.ensure_collection(collection, platform.embedder.dim)
     stored = await platform.vectors.fingerprints(collection, room_id)
-    return await _write(platform, collection, room_id, items, embed_texts, stored)
+    return await _write(platform, collection, room_id, items, embed_texts, stored, dense)
 
 
 async def sync_vector_ids(
@@ -50,6 +52,7 @@ async def sync_vector_ids(
     ids: Iterable[str],
     items: dict[str, tuple[str, dict]],
     embed_texts: dict[str, str] | None = None,
+    dense: bool = True,
 ) -> VectorSync:
     """``sync_vectors`` for the points ``ids`` only (the rest of the room is not read): each
     becomes ``items[id]`` if it is there, else is deleted. ``total`` counts ``items``."""
@@ -58,13 +61,19 @@ async def sync_vector_ids(
         return VectorSync()
     await platform.vectors.ensure_collection(collection, platform.embedder.dim)
     stored = await platform.vectors.fingerprints(collection, room_id, ids=wanted_ids)
-    return await _write(platform, collection, room_id, items, embed_texts or {}, stored)
+    return await _write(platform, collection, room_id, items, embed_texts or {}, stored, dense)
 
 
 def _fingerprints(
-    platform: Platform, items: dict[str, tuple[str, dict]], embed_texts: dict[str, str]
+    platform: Platform,
+    items: dict[str, tuple[str, dict]],
+    embed_texts: dict[str, str],
+    dense: bool,
 ) -> dict[str, str]:
-    prefix = f"{platform.embedder.name}\x1f{ANALYZER}\x1f"
+    # A lexical-only point does not depend on the embedder, but turning the dense vector on
+    # or off must rewrite it.
+    embedder = platform.embedder.name if dense else "lexical-only"
+    prefix = f"{embedder}\x1f{ANALYZER}\x1f"
     return {
         pid: fingerprint(
             prefix + text + "\x1f" + embed_texts.get(pid, "") + repr(sorted(payload.items()))
@@ -80,16 +89,19 @@ async def _write(
     items: dict[str, tuple[str, dict]],
     embed_texts: dict[str, str],
     stored: dict[str, str],
+    dense: bool,
 ) -> VectorSync:
     """Embed and write the items whose fingerprint differs from ``stored``; delete the stored
     points that are not items."""
-    wanted = _fingerprints(platform, items, embed_texts)
+    wanted = _fingerprints(platform, items, embed_texts, dense)
     stale = sorted(set(stored) - set(wanted))
     changed = sorted(pid for pid, fp in wanted.items() if stored.get(pid) != fp)
     for start in range(0, len(changed), _EMBED_BATCH):
         batch = changed[start : start + _EMBED_BATCH]
-        vectors = await platform.embedder.embed(
-            [embed_texts.get(pid, items[pid][0]) for pid in batch]
+        vectors = (
+            await platform.embedder.embed([embed_texts.get(pid, items[pid][0]) for pid in batch])
+            if dense
+            else [[] for _ in batch]
         )
         await platform.vectors.upsert(
             collection,
@@ -116,10 +128,12 @@ async def probe_vector(
     text: str,
     payload: dict,
     embed_text: str | None = None,
+    dense: bool = True,
 ) -> bool:
     """Whether the point ``pid`` is stored as ``sync_vectors`` would write it now: a cheap check
     that the vector store has not fallen behind (another store configured, a collection
     dropped, another embedder) before a run that writes only what changed."""
     stored = await platform.vectors.fingerprints(collection, room_id, ids=[pid])
     embed_texts = {pid: embed_text} if embed_text is not None else {}
-    return stored.get(pid) == _fingerprints(platform, {pid: (text, payload)}, embed_texts)[pid]
+    wanted = _fingerprints(platform, {pid: (text, payload)}, embed_texts, dense)
+    return stored.get(pid) == wanted[pid]

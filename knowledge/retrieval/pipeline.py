@@ -60,13 +60,13 @@ _EXCERPT_CHARS = 300
 
 @dataclass(frozen=True)
 class RetrievalOptions:
-    #: Generators to run; ``dense`` runs only with a real embedding model unless forced.
+    #: Generators to run; ``dense`` runs only with a real embedding model (the evidence points
+    #: of the offline hashing embedder have no dense vector).
     signals: frozenset[str] = frozenset(SIGNALS)
     #: "auto" (HTTP reranker if RERANK_URL, else offline), "offline", "http", "llm", "none".
     rerank: str = "auto"
     #: Include the community-report generator (the global route sets it).
     reports: bool = False
-    force_dense: bool = False
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
 
 
@@ -255,7 +255,7 @@ async def retrieve(
         jobs.append(("clauses", lambda: gen.clauses(ctx)))
     if "context" in enabled:
         jobs.append(("context", lambda: gen.context_turns(ctx, lexical, neighbours)))
-    if "dense" in enabled and (platform.embedder.semantic or options.force_dense):
+    if "dense" in enabled and (platform.embedder.semantic):
         jobs.append(("dense", lambda: gen.dense(ctx)))
     if "graph" in enabled:
         bridges = [units[c.unit_id].text for c in lexical.candidates[:3] if c.unit_id in units]

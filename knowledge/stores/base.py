@@ -24,6 +24,7 @@ COLLECTIONS = (CHUNKS, ENTITIES, COMMUNITIES, EVIDENCE)
 class VectorRecord:
     id: str
     text: str
+    #: Empty for a lexical-only point: found by BM25 and payload, never by dense search.
     vector: list[float]
     payload: dict[str, Any] = field(default_factory=dict)
 

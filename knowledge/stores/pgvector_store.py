@@ -73,7 +73,7 @@ class PgVectorStore:
                 "collection": collection,
                 "room_id": room_id,
                 "point_id": r.id,
-                "embedding": r.vector,
+                "embedding": r.vector or None,  # lexical-only: in no HNSW index
                 "dim": len(r.vector),
                 "text": r.text,
                 "payload": r.payload,

@@ -234,12 +234,11 @@ class QdrantVectorStore:
             if collection == EVIDENCE:
                 # Distinct terms, so that document frequencies can be counted (term_stats).
                 payload["terms"] = sorted(set(analyze(r.text)))
+            vector: dict[str, Any] = {SPARSE: sparse_document(r.text, avg_terms)}
+            if r.vector:  # a lexical-only point has no dense vector (named vectors are optional)
+                vector[DENSE] = list(r.vector)
             points.append(
-                models.PointStruct(
-                    id=point_id(room_id, r.id),
-                    vector={DENSE: list(r.vector), SPARSE: sparse_document(r.text, avg_terms)},
-                    payload=payload,
-                )
+                models.PointStruct(id=point_id(room_id, r.id), vector=vector, payload=payload)
             )
         for start in range(0, len(points), self.batch_size):
             await self.client.upsert(

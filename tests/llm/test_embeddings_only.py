@@ -8,10 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from knowledge.extraction import FastExtractor
-from knowledge.indexing import sync_chunks
+from knowledge.indexing import sync_chunks, sync_evidence
+from knowledge.lexical import analyze
 from knowledge.platform import open_platform
 from knowledge.sample import load_sample
 from knowledge.settings import Settings
+from knowledge.stores.base import EVIDENCE
 from tests.conftest import make_room
 from tests.llm_server import FakeOpenAI
 
@@ -65,6 +67,30 @@ async def test_embeddings_only_platform_embeds_through_the_server(
         assert len(vector) == DIM
     # closed with the platform
     assert platform.embedding_llm._http.is_closed
+
+
+async def test_evidence_has_dense_vectors_only_with_a_model(
+    settings: Settings, embed_server: FakeOpenAI
+) -> None:
+    """With a model every message gets a dense vector; offline (the hashing embedder, whose
+    vectors nothing searches) the points are lexical-only, and still found by BM25."""
+    marker = uuid.uuid4().hex[:8]
+    lines = [(s.speaker, f"{s.text} ({marker})") for s in load_sample()[:12]]
+    for overrides, dense in (({"embedding_base_url": embed_server.base_url}, True), ({}, False)):
+        async with open_platform(_settings(settings, **overrides)) as platform:
+            assert platform.embedder.semantic is dense
+            room_id = await make_room(platform, lines, f"evidence dense={dense}")
+            synced = await sync_evidence(platform, room_id)
+            assert synced.vectors.written == len(lines)
+            question = (await platform.embedder.embed([lines[3][1]]))[0]
+            hits = await platform.vectors.search_dense(EVIDENCE, room_id, question, 20)
+            assert len(hits) == (len(lines) if dense else 0), dense
+            found = await platform.vectors.search_lexical(
+                EVIDENCE, room_id, analyze(lines[3][1]), 3
+            )
+            assert found[0].text == lines[3][1]
+            # Nothing changed: nothing rewritten (the probe agrees with the points as written).
+            assert (await sync_evidence(platform, room_id)).mode == "unchanged"
 
 
 async def test_with_a_chat_llm_embeddings_go_to_the_embedding_server(

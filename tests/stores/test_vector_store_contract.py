@@ -538,6 +538,35 @@ async def test_dense_search_finds_the_exact_vector_first_and_respects_filters(
     assert ids(await store.search_dense(EVIDENCE, other, target.vector, 20)) == ["m:3"]
 
 
+async def test_a_lexical_only_point_is_found_by_bm25_and_never_by_vector(
+    store: VectorStore, evidence_room: str
+) -> None:
+    # What sync_evidence writes with the offline embedder: no dense vector at all.
+    bare = VectorRecord(
+        id="m:9",
+        text="zeppelin hangar inspection",
+        vector=[],
+        payload={"kind": "message", "ref": "9", "speaker": "Dee", "ts": T0 + 8 * DAY},
+    )
+    await store.upsert(EVIDENCE, evidence_room, [bare])
+    assert await store.count(EVIDENCE, evidence_room) == len(EVIDENCE_POINTS) + 1
+    hits = await lexical(store, evidence_room, "hangar inspection")
+    assert ids(hits) == ["m:9"] and hits[0].payload["speaker"] == "Dee"
+    filtered = await lexical(store, evidence_room, "zeppelin", where=PointFilter(speakers=("Dee",)))
+    assert ids(filtered) == ["m:9"]
+    assert (await store.term_stats(EVIDENCE, evidence_room, ["hangar"]))[1] == {"hangar": 1}
+    # Dense search sees only the points that have a vector, even with the exact query.
+    dense = await store.search_dense(
+        EVIDENCE, evidence_room, EMBEDDER.embed_one(bare.text), len(EVIDENCE_POINTS) + 5
+    )
+    assert "m:9" not in ids(dense) and len(dense) == len(EVIDENCE_POINTS)
+    # Given a vector later, the same point is a dense hit too (and still one point).
+    await store.upsert(EVIDENCE, evidence_room, [message("m:9", bare.text, speaker="Dee")])
+    dense = await store.search_dense(EVIDENCE, evidence_room, EMBEDDER.embed_one(bare.text), 1)
+    assert ids(dense) == ["m:9"]
+    assert await store.count(EVIDENCE, evidence_room) == len(EVIDENCE_POINTS) + 1
+
+
 async def test_lexical_idf_is_the_rooms_own(
     store: VectorStore, request: pytest.FixtureRequest
 ) -> None:
