@@ -123,8 +123,7 @@ class PgVectorStore:
                 ).one()
             await conn.execute(upsert, rows)
             removed = await self._delete_postings(conn, collection, room_id, list(terms))
-            if postings:
-                await conn.execute(insert(LexicalPosting), postings)
+            await self._copy_postings(conn, postings)
             if lexical:
                 await self._add_statistics(
                     conn,
@@ -151,6 +150,21 @@ class PgVectorStore:
             self._written_since_analyze = 0
 
     @staticmethod
+    async def _copy_postings(conn: Any, postings: list[dict[str, Any]]) -> None:
+        """Write postings with ``COPY`` on the transaction's own connection: a bulk load
+        writes about ten per message, and row-by-row inserts were most of its time."""
+        if not postings:
+            return
+        raw = await conn.get_raw_connection()
+        columns = ("collection", "room_id", "term", "point_id", "tf", "doc_len")
+        async with (
+            raw.driver_connection.cursor() as cursor,
+            cursor.copy(f"COPY lexical_postings ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
+            for posting in postings:
+                await copy.write_row(tuple(posting[c] for c in columns))
+
+    @staticmethod
     async def _delete_postings(
         conn: Any, collection: str, room_id: str, ids: list[str]
     ) -> Counter[str]:
@@ -162,7 +176,9 @@ class PgVectorStore:
                 .where(
                     LexicalPosting.collection == collection,
                     LexicalPosting.room_id == room_id,
-                    LexicalPosting.point_id.in_(ids[start : start + _BATCH * 4]),
+                    # One array parameter: an IN list of this size is parsed anew each time.
+                    LexicalPosting.point_id
+                    == func.any(array(ids[start : start + _BATCH * 4], type_=Text)),
                 )
                 .returning(LexicalPosting.term)
             )
