@@ -61,7 +61,13 @@ from knowledge.indexing.changes import (
     lock_room,
     pending_changes,
 )
-from knowledge.indexing.vectors import VectorSync, probe_vector, sync_vector_ids, sync_vectors
+from knowledge.indexing.vectors import (
+    VectorSync,
+    probe_vector,
+    searched_by_vector,
+    sync_vector_ids,
+    sync_vectors,
+)
 from knowledge.platform import Platform
 from knowledge.rooms import get_room
 from knowledge.settings import Settings
@@ -171,6 +177,7 @@ async def sync_chunks(platform: Platform, room_id: str) -> ChunkSync:
             room_id,
             first.id,
             *_vector_item(first.text, first.message_ids, first.artifact_id),
+            dense=searched_by_vector(platform),
         ):
             mode, reason = FULL, "vector store behind the chunks"
         work = _Work(chunks_read=0 if first is None else 1)
@@ -189,6 +196,7 @@ async def sync_chunks(platform: Platform, room_id: str) -> ChunkSync:
                 CHUNKS,
                 room_id,
                 {c.id: _vector_item(c.text, c.message_ids, c.artifact_id) for c in work.everything},
+                dense=searched_by_vector(platform),
             )
         else:
             vectors = await sync_vector_ids(
@@ -197,6 +205,7 @@ async def sync_chunks(platform: Platform, room_id: str) -> ChunkSync:
                 room_id,
                 work.removed,
                 {c.id: _vector_item(c.text, c.message_ids, c.artifact_id) for c, _ in work.upserts},
+                dense=searched_by_vector(platform),
             )
         await consume(session, pending.ids)
         total, tokens = (

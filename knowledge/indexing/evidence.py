@@ -20,7 +20,13 @@ from dbschema.models import RoomChunk
 from knowledge.chat import live_messages, load_room_sources, messages_from
 from knowledge.chunking import SourceMessage
 from knowledge.indexing.changes import EVIDENCE_CONSUMER, consume, lock_room, pending_changes
-from knowledge.indexing.vectors import VectorSync, probe_vector, sync_vector_ids, sync_vectors
+from knowledge.indexing.vectors import (
+    VectorSync,
+    probe_vector,
+    searched_by_vector,
+    sync_vector_ids,
+    sync_vectors,
+)
 from knowledge.platform import Platform
 from knowledge.rooms import get_room
 from knowledge.stores.base import EVIDENCE
@@ -119,9 +125,7 @@ async def sync_evidence(platform: Platform, room_id: str) -> EvidenceSync:
     units of pending changes are looked at (see the module docstring).
     """
     started = time.perf_counter()
-    # Only a real model's vectors are searched (the dense generator); the hashing embedder's
-    # would cost an HNSW insert per message for nothing, so its points are lexical-only.
-    dense = platform.embedder.semantic
+    dense = searched_by_vector(platform)
     async with platform.session() as session:
         await get_room(session, room_id)
         await lock_room(session, room_id, EVIDENCE_CONSUMER)

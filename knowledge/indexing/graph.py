@@ -62,7 +62,12 @@ from knowledge.graph import (
     extraction_mentions,
 )
 from knowledge.indexing.changes import log_graph_changes
-from knowledge.indexing.vectors import VectorSync, sync_vector_ids, sync_vectors
+from knowledge.indexing.vectors import (
+    VectorSync,
+    searched_by_vector,
+    sync_vector_ids,
+    sync_vectors,
+)
 from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import EntitySummary, SameEntity
@@ -648,6 +653,7 @@ async def _full_build(platform: Platform, room_id: str) -> GraphBuild:
         ENTITIES,
         room_id,
         {e.name: _vector_item(e, aliases_of.get(e.name, ())) for e in resolved.entities},
+        dense=searched_by_vector(platform),
     )
     types = _type_counts(resolved.entities)
     await _set_state(platform, room_id, speakers, False, types)
@@ -1126,6 +1132,7 @@ async def _delta_build(
         room_id,
         [*dirty_vectors, *delete_entities],
         {n: _vector_item(entities[n], sorted(members.get(n, ()))) for n in sorted(dirty_vectors)},
+        dense=searched_by_vector(platform),
     )
     for name in delete_entities:
         _count_type(entity_types, stored_entities[name].type, -1)

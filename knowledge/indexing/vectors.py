@@ -17,6 +17,14 @@ def fingerprint(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def searched_by_vector(platform: Platform) -> bool:
+    """Whether chunk, evidence and entity points get a dense vector. Only a real model's are
+    searched (the dense generator, entity seeds, entity resolution); offline, retrieval is
+    lexical (DESIGN.md), and the hashing embedder's vectors would cost an HNSW insert per point
+    for nothing. (Community reports keep theirs: the report search fuses them offline too.)"""
+    return platform.embedder.semantic
+
+
 @dataclass
 class VectorSync:
     written: int = 0

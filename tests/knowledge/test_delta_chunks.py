@@ -92,8 +92,8 @@ async def expected_state(platform: Platform, room_id: str) -> dict[str, Any]:
             )
             for c in unique
         },
-        CHUNKS: _fingerprints(platform, chunk_items, {}, dense=True),
-        # Evidence points have a dense vector only with a real embedding model.
+        # Chunks and evidence have dense vectors only with a real embedding model.
+        CHUNKS: _fingerprints(platform, chunk_items, {}, dense=platform.embedder.semantic),
         EVIDENCE: _fingerprints(platform, evidence, embed, dense=platform.embedder.semantic),
     }
 

@@ -1,11 +1,12 @@
-"""vector_points: a point may have no dense vector (lexical-only evidence)
+"""vector_points: a point may have no dense vector (lexical-only chunks, evidence, entities)
 
 Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-09
 
-With the offline hashing embedder nothing searches the evidence collection by vector, yet
-inserting each message into the HNSW index was most of a full build (7 of 11 s at 10k
+With the offline hashing embedder nothing searches the chunk, evidence and entity
+collections by vector (DESIGN.md: offline retrieval is lexical), yet inserting each message
+into the HNSW index was most of a full build (7 of 11 s of the evidence step at 10k
 messages). Such points now store no embedding (NULL, ``dim`` 0): the partial HNSW indexes
 (``WHERE dim = N``) leave them out, and BM25 reads their postings as before.
 """
