@@ -217,25 +217,29 @@ class PgVectorStore:
         changed = sorted(t for t, n in df.items() if n)  # sorted: writers lock rows in one order
         if not changed:
             return
-        terms = insert(LexicalTerm)
+        # One statement over two arrays: a bulk load changes thousands of terms per batch,
+        # and a row per term (executemany) was most of its time.
         await conn.execute(
-            terms.on_conflict_do_update(
-                index_elements=["collection", "room_id", "term"],
-                set_={"df": LexicalTerm.df + terms.excluded.df},
+            text(
+                "INSERT INTO lexical_terms (collection, room_id, term, df) "
+                "SELECT :c, :r, term, df FROM unnest(CAST(:terms AS text[]), "
+                "CAST(:dfs AS integer[])) AS t(term, df) "
+                "ON CONFLICT (collection, room_id, term) "
+                "DO UPDATE SET df = lexical_terms.df + excluded.df"
             ),
-            [
-                {"collection": collection, "room_id": room_id, "term": t, "df": df[t]}
-                for t in changed
-            ],
+            {"c": collection, "r": room_id, "terms": changed, "dfs": [df[t] for t in changed]},
         )
-        await conn.execute(
-            delete(LexicalTerm).where(
-                LexicalTerm.collection == collection,
-                LexicalTerm.room_id == room_id,
-                LexicalTerm.term == func.any(array(changed, type_=Text)),
-                LexicalTerm.df <= 0,
+        # Only a term that lost postings can have dropped to zero.
+        shrunk = [t for t in changed if df[t] < 0]
+        if shrunk:
+            await conn.execute(
+                delete(LexicalTerm).where(
+                    LexicalTerm.collection == collection,
+                    LexicalTerm.room_id == room_id,
+                    LexicalTerm.term == func.any(array(shrunk, type_=Text)),
+                    LexicalTerm.df <= 0,
+                )
             )
-        )
 
     async def delete(self, collection: str, room_id: str, ids: Sequence[str]) -> None:
         if not ids:
