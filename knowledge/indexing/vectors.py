@@ -11,6 +11,9 @@ from knowledge.platform import Platform
 from knowledge.stores.base import VectorRecord
 
 _EMBED_BATCH = 256
+#: Points per write when nothing is embedded: each write also updates the room's BM25 term
+#: statistics once per distinct term, so fewer, larger writes update common terms less often.
+_LEXICAL_BATCH = 4096
 
 
 def fingerprint(text: str) -> str:
@@ -104,8 +107,9 @@ async def _write(
     wanted = _fingerprints(platform, items, embed_texts, dense)
     stale = sorted(set(stored) - set(wanted))
     changed = sorted(pid for pid, fp in wanted.items() if stored.get(pid) != fp)
-    for start in range(0, len(changed), _EMBED_BATCH):
-        batch = changed[start : start + _EMBED_BATCH]
+    step = _EMBED_BATCH if dense else _LEXICAL_BATCH
+    for start in range(0, len(changed), step):
+        batch = changed[start : start + step]
         vectors = (
             await platform.embedder.embed([embed_texts.get(pid, items[pid][0]) for pid in batch])
             if dense
