@@ -213,12 +213,16 @@ def merge_entity_group(base: Entity, members: Iterable[Entity]) -> Entity:
         mentions=base.mentions,
         descriptions=list(base.descriptions),
     )
+    # A set beside the list: a busy entity has thousands of chunks (list lookups made merging
+    # its aliases quadratic).
+    chunks = set(into.source_chunk_ids)
     for entity in members:
         if entity.name == base.name:
             continue
         into.mentions += entity.mentions
         for cid in entity.source_chunk_ids:
-            if cid not in into.source_chunk_ids:
+            if cid not in chunks:
+                chunks.add(cid)
                 into.source_chunk_ids.append(cid)
         for text in entity.descriptions:
             if text not in into.descriptions and len(into.descriptions) < MAX_DESCRIPTIONS:
@@ -233,17 +237,20 @@ def merge_relationship_group(pair: tuple[str, str], rels: Iterable[Relationship]
     """One relationship of the resolved pair from the relationships re-pointed to it (in
     (source, target) order): weights summed, descriptions and provenance unioned."""
     merged: Relationship | None = None
+    chunks: set[str] = set()
     for rel in rels:
         if merged is None:
             merged = Relationship(
                 pair[0], pair[1], rel.weight, rel.description, list(rel.source_chunk_ids)
             )
+            chunks = set(merged.source_chunk_ids)
             continue
         merged.weight += rel.weight
         if rel.description and rel.description not in merged.description:
             merged.description = (merged.description + " " + rel.description).strip()
         for cid in rel.source_chunk_ids:
-            if cid not in merged.source_chunk_ids:
+            if cid not in chunks:
+                chunks.add(cid)
                 merged.source_chunk_ids.append(cid)
     if merged is None:
         raise ValueError(f"no relationship for {pair}")
