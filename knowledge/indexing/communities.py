@@ -4,7 +4,8 @@ Delta: the communities are stored with the fingerprint of the graph they were de
 (nodes, weighted edges, parameters); an unchanged graph skips detection and writes nothing.
 A small change is applied incrementally (``update_communities``): new entities join the
 stored communities they are most tied to and nobody else moves, so the reports step rewrites
-only the reports of the communities that gained or lost members. Once the entities added or
+only the reports of the communities that gained or lost members (a change of weights alone
+only stamps the new fingerprint on the stored communities). Once the entities added or
 removed that way exceed ``DRIFT_LIMIT`` of the graph, Leiden runs again, warm-started from the
 stored assignment, and each community inherits the id of the previous one it overlaps most
 (``knowledge.communities``), so the hierarchy keeps most of its ids.
@@ -62,7 +63,12 @@ async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild
     if placed is not None:
         for community in placed:
             community.graph_fingerprint = fingerprint
-        await _replace(platform, room_id, previous, placed)
+        if _same_communities(previous, placed):
+            # Weights changed, nobody joined or left: only the fingerprint is new (rewriting
+            # every community for it was most of this step at 100k messages).
+            await platform.graph.set_graph_fingerprint(room_id, fingerprint)
+        else:
+            await _replace(platform, room_id, previous, placed)
         return _build(placed, previous, started, mode="incremental")
 
     # A store that runs Leiden itself (Neo4j: GDS) does; otherwise Leiden runs here in Python.
@@ -95,6 +101,15 @@ def changed_communities(previous: list[Community], current: list[Community]) -> 
     before = {c.id: key(c) for c in previous}
     after = {c.id: key(c) for c in current}
     return {i for i in before.keys() | after.keys() if before.get(i) != after.get(i)}
+
+
+def _same_communities(previous: list[Community], current: list[Community]) -> bool:
+    """Equal but for the graph fingerprint: members, levels, parents and the drift state."""
+
+    def key(c: Community) -> tuple[object, ...]:
+        return (c.id, sorted(c.entity_names), c.level, c.parent_id, c.drift, c.baseline_weight)
+
+    return sorted(map(key, previous)) == sorted(map(key, current))
 
 
 async def _replace(

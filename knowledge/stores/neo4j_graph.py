@@ -612,6 +612,18 @@ class Neo4jGraphStore:
 
         await self._write(work)
 
+    async def set_graph_fingerprint(self, room_id: str, fingerprint: str) -> None:
+        async def work(tx: AsyncManagedTransaction) -> None:
+            await (
+                await tx.run(
+                    "MATCH (c:Community {room_id: $room_id}) SET c.graph_fingerprint = $fp",
+                    room_id=room_id,
+                    fp=fingerprint,
+                )
+            ).consume()
+
+        await self._write(work)
+
     async def get_communities(self, room_id: str) -> list[Community]:
         rows = await self._rows(
             "MATCH (c:Community {room_id: $room_id}) RETURN collect(properties(c)) AS rows",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Text, delete, func, or_, select, text
+from sqlalchemy import Text, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -324,6 +324,14 @@ class PostgresGraphStore:
                 for c in communities
             ]
             await _insert_batches(conn, GraphCommunity, rows)
+
+    async def set_graph_fingerprint(self, room_id: str, fingerprint: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(GraphCommunity)
+                .where(GraphCommunity.room_id == room_id)
+                .values(graph_fingerprint=fingerprint)
+            )
 
     async def get_communities(self, room_id: str) -> list[Community]:
         async with self.engine.connect() as conn:

@@ -180,7 +180,21 @@ async def test_unchanged_graph_skips_leiden_and_writes_nothing(
     graph.relationships.append(Relationship("c0-2", "c3-2", 1.0, "new tie"))
     graph.relationships.sort(key=lambda r: r.pair)
     await platform.graph.replace_graph(room, graph)
+    rewrites: list[int] = []
+    replace = platform.graph.replace_communities
+
+    async def counted(room_id: str, communities: Sequence[Community]) -> None:
+        rewrites.append(len(communities))
+        await replace(room_id, communities)
+
+    monkeypatch.setattr(platform.graph, "replace_communities", counted)
     assert (await detect_communities(platform, room)).mode == "incremental"
+    # ... and, nobody having joined or left, only the fingerprint is written: the communities
+    # are not rewritten, and the next run finds the graph unchanged.
+    assert rewrites == []
+    after = await platform.graph.get_communities(room)
+    assert after == stored and {c.graph_fingerprint for c in after} != fingerprints
+    assert (await detect_communities(platform, room)).skipped
     # ... a large one runs it again (here: the patched one fails).
     for r in graph.relationships:
         r.weight *= 2

@@ -264,6 +264,22 @@ async def test_communities_round_trip_and_replace(graph_store: GraphStore, room:
     assert await graph_store.get_communities(room) == []
 
 
+async def test_set_graph_fingerprint_stamps_the_rooms_communities_only(
+    graph_store: GraphStore, room: str
+) -> None:
+    other = new_room()
+    await graph_store.replace_graph(other, sample_graph())
+    for room_id in (room, other):
+        await graph_store.replace_communities(room_id, sample_communities())
+    await graph_store.set_graph_fingerprint(room, "fp-2")
+    stored = await graph_store.get_communities(room)
+    assert {c.graph_fingerprint for c in stored} == {"fp-2"}
+    # Nothing else changed (the fingerprint is not part of a community's equality).
+    assert stored == sorted(sample_communities(), key=lambda c: (c.level, c.id))
+    assert {c.graph_fingerprint for c in await graph_store.get_communities(other)} == {None}
+    await graph_store.set_graph_fingerprint(new_room(), "fp-3")  # no communities: no error
+
+
 async def test_reports_round_trip_upsert_and_delete(graph_store: GraphStore, room: str) -> None:
     await graph_store.replace_communities(room, sample_communities())
     written = [report("c1-a", 2.0), report("c0-a", 7.5), report("c0-b", 7.5)]
