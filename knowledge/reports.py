@@ -41,6 +41,16 @@ class ReportContext:
         return content_hash(self.community.id, self.entities, self.relationships)
 
 
+def entity_report_key(e: Entity) -> tuple[str, str, str]:
+    """What of an entity a report's content hash reads (not its mentions or chunks)."""
+    return (e.name, e.type, e.description)
+
+
+def relationship_report_key(r: Relationship) -> tuple[str, str, int, str]:
+    """What of a relationship a report's content hash reads: its weight only by power of two."""
+    return (r.source, r.target, _weight_bucket(r.weight), r.description)
+
+
 def content_hash(
     community_id: str, entities: Iterable[Entity], relationships: Iterable[Relationship]
 ) -> str:
@@ -48,10 +58,8 @@ def content_hash(
     relationships inside it (any order)."""
     payload = {
         "community": community_id,
-        "entities": sorted((e.name, e.type, e.description) for e in entities),
-        "relationships": sorted(
-            (r.source, r.target, _weight_bucket(r.weight), r.description) for r in relationships
-        ),
+        "entities": sorted(entity_report_key(e) for e in entities),
+        "relationships": sorted(relationship_report_key(r) for r in relationships),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -110,14 +118,14 @@ class GraphIndex:
     def _entity_fragment(self, e: Entity) -> tuple[tuple[str, str, str], str]:
         cached = self._entity_json.get(e.name)
         if cached is None:
-            key = (e.name, e.type, e.description)
+            key = entity_report_key(e)
             cached = self._entity_json[e.name] = (key, json.dumps(list(key)))
         return cached
 
     def _relationship_fragment(self, r: Relationship) -> tuple[tuple[str, str, int, str], str]:
         cached = self._relationship_json.get(id(r))
         if cached is None:
-            key = (r.source, r.target, _weight_bucket(r.weight), r.description)
+            key = relationship_report_key(r)
             cached = self._relationship_json[id(r)] = (key, json.dumps(list(key)))
         return cached
 

@@ -72,6 +72,7 @@ from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import EntitySummary, SameEntity
 from knowledge.platform import Platform
+from knowledge.reports import entity_report_key, relationship_report_key
 from knowledge.resolution import (
     AliasRecord,
     alias_map,
@@ -1081,9 +1082,23 @@ async def _delta_build(
     delete_entities = sorted(n for n in stored_entities if n not in entities)
     upsert_rels = [r for p, r in sorted(relationships.items()) if stored_pairs.get(p) != r]
     delete_pairs = sorted(p for p in stored_pairs if p not in relationships)
-    changed_names = {e.name for e in upsert_entities} | set(delete_entities)
-    changed_names |= {n for r in upsert_rels for n in r.pair} | {n for p in delete_pairs for n in p}
-    # The reports step's input, logged before the change is applied.
+    # The reports step's input, logged before the change is applied: only the changes a
+    # report's content hash can see (one more mention of a busy entity, or one more co-mention
+    # of a pair within its power of two, rewrites no report, so it need not make the reports
+    # step hash the large communities those entities are in).
+    changed_names = {
+        e.name
+        for e in upsert_entities
+        if (old := stored_entities.get(e.name)) is None
+        or entity_report_key(old) != entity_report_key(e)
+    } | set(delete_entities)
+    changed_names |= {
+        n
+        for r in upsert_rels
+        if (old_rel := stored_pairs.get(r.pair)) is None
+        or relationship_report_key(old_rel) != relationship_report_key(r)
+        for n in r.pair
+    } | {n for p in delete_pairs for n in p}
     await log_graph_changes(platform, room_id, entity_names=changed_names)
     await graph.apply_graph_changes(
         room_id, upsert_entities, upsert_rels, delete_entities, delete_pairs

@@ -1,10 +1,11 @@
 """Step 5: a report per community whose content changed, with its vector.
 
-Delta: the graph and communities steps log the entities and communities they change
-(``graph_changes``); a run hashes only the communities those touch, from their members'
-subgraph (or from one read of the whole graph when they hold much of it). A full build hashes
-every one. The graph read is indexed once (entities by name, relationships by entity), so each
-community's content hash costs the sum of its members' degrees; a community whose hash
+Delta: the graph and communities steps log the entities and communities they change in a way
+a report's content hash can see (``graph_changes``; ``knowledge.reports.entity_report_key``
+and ``relationship_report_key``); a run hashes only the communities those touch, from their
+members' subgraph (or from one read of the whole graph when they hold much of it). A full build
+hashes every one. The graph read is indexed once (entities by name, relationships by entity),
+so each community's content hash costs the sum of its members' degrees; a community whose hash
 matches its stored report is skipped without building its context. Contexts (ordering,
 excerpts) are built only for the communities whose report is written, and only their
 excerpt chunks' texts are read.

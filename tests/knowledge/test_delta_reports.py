@@ -83,3 +83,37 @@ async def test_delta_reports_leave_every_report_current(
         modes.append(await refresh(small_chunks, room.room_id))
         await assert_reports_current(small_chunks, room.room_id, f"seed {seed}, step {step}")
     assert modes[0] == "full" and modes.count("delta") >= 3, modes
+
+
+async def test_a_change_no_report_reads_touches_no_community(
+    small_chunks: Platform,  # noqa: F811
+) -> None:
+    """One more mention of entities whose descriptions are full, and one more co-mention within
+    the pair's power of two, change rows (mentions, weights, chunks) but no report's content:
+    the graph step logs no entity for it, and the reports step hashes nothing."""
+    rng = random.Random(5)
+    room = Room(small_chunks, rng)
+    await room.create(0)
+    for _ in range(24):
+        await room.append(1, team_line(rng))
+    # Sofia and Tomas in twenty messages (over several chunks: their descriptions, one sentence
+    # per chunk, are full), a co-mention weight of 20 (bucket 4, which a 21st keeps).
+    for item in range(20):
+        await room.append(1, f"Sofia Brandt and Tomas Lindqvist closed ticket {item} today.")
+    assert await refresh(small_chunks, room.room_id) == "full"
+    pair = await small_chunks.graph.get_relationships(
+        room.room_id, [("sofia brandt", "tomas lindqvist")]
+    )
+    assert [r.weight for r in pair] == [20.0]
+
+    await room.append(1, "Sofia Brandt and Tomas Lindqvist closed ticket 20 today.")
+    await sync_chunks(small_chunks, room.room_id)
+    await build_graph(small_chunks, room.room_id)
+    await detect_communities(small_chunks, room.room_id)
+    pair = await small_chunks.graph.get_relationships(
+        room.room_id, [("sofia brandt", "tomas lindqvist")]
+    )
+    assert [r.weight for r in pair] == [21.0]  # the rows did change
+    build = await write_reports(small_chunks, room.room_id)
+    assert (build.mode, build.touched, build.regenerated) == ("delta", 0, 0)
+    await assert_reports_current(small_chunks, room.room_id, "after the unseen change")
