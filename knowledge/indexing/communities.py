@@ -63,12 +63,19 @@ async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild
     if placed is not None:
         for community in placed:
             community.graph_fingerprint = fingerprint
-        if _same_communities(previous, placed):
-            # Weights changed, nobody joined or left: only the fingerprint is new (rewriting
-            # every community for it was most of this step at 100k messages).
-            await platform.graph.set_graph_fingerprint(room_id, fingerprint)
-        else:
-            await _replace(platform, room_id, previous, placed)
+        # Only the communities that gained or lost members are written; the rest get the
+        # room-wide fingerprint and drift (rewriting every community for those was most of
+        # this step at 100k messages).
+        changed = changed_communities(previous, placed)
+        await log_graph_changes(platform, room_id, community_ids=changed)
+        await platform.graph.apply_community_changes(
+            room_id,
+            [c for c in placed if c.id in changed],
+            sorted(changed - {c.id for c in placed}),
+            fingerprint,
+            max((c.drift for c in placed), default=0),
+            max((c.baseline_weight for c in placed), default=0.0),
+        )
         return _build(placed, previous, started, mode="incremental")
 
     # A store that runs Leiden itself (Neo4j: GDS) does; otherwise Leiden runs here in Python.
@@ -101,15 +108,6 @@ def changed_communities(previous: list[Community], current: list[Community]) -> 
     before = {c.id: key(c) for c in previous}
     after = {c.id: key(c) for c in current}
     return {i for i in before.keys() | after.keys() if before.get(i) != after.get(i)}
-
-
-def _same_communities(previous: list[Community], current: list[Community]) -> bool:
-    """Equal but for the graph fingerprint: members, levels, parents and the drift state."""
-
-    def key(c: Community) -> tuple[object, ...]:
-        return (c.id, sorted(c.entity_names), c.level, c.parent_id, c.drift, c.baseline_weight)
-
-    return sorted(map(key, previous)) == sorted(map(key, current))
 
 
 async def _replace(

@@ -103,9 +103,18 @@ class GraphStore(Protocol):
 
     async def replace_communities(self, room_id: str, communities: Sequence[Community]) -> None: ...
 
-    async def set_graph_fingerprint(self, room_id: str, fingerprint: str) -> None:
-        """Stamp every stored community of the room with the graph ``fingerprint`` (the graph
-        changed, the communities did not: nothing else is rewritten)."""
+    async def apply_community_changes(
+        self,
+        room_id: str,
+        upserts: Sequence[Community],
+        deletes: Sequence[str],
+        fingerprint: str | None,
+        drift: int,
+        baseline_weight: float,
+    ) -> None:
+        """Write ``upserts`` (by id), delete the communities ``deletes``, and stamp every
+        community of the room with the room-wide ``fingerprint``, ``drift`` and
+        ``baseline_weight``: an incremental update rewrites only the communities it changed."""
         ...
 
     async def get_communities(self, room_id: str) -> list[Community]: ...

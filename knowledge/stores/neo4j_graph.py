@@ -354,6 +354,21 @@ RETURN collect(properties(e)) AS rows
 """
 
 
+def _community_rows(communities: Sequence[Community]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": c.id,
+            "level": int(c.level),
+            "parent_id": c.parent_id,
+            "entity_names": list(c.entity_names),
+            "graph_fingerprint": c.graph_fingerprint,
+            "drift": int(c.drift),
+            "baseline_weight": float(c.baseline_weight),
+        }
+        for c in communities
+    ]
+
+
 class Neo4jGraphStore:
     """``GraphStore`` on Neo4j; also a ``CommunityDetector`` (Leiden runs inside Neo4j)."""
 
@@ -584,18 +599,7 @@ class Neo4jGraphStore:
     # -- communities and reports ----------------------------------------------------------------
 
     async def replace_communities(self, room_id: str, communities: Sequence[Community]) -> None:
-        rows = [
-            {
-                "id": c.id,
-                "level": int(c.level),
-                "parent_id": c.parent_id,
-                "entity_names": list(c.entity_names),
-                "graph_fingerprint": c.graph_fingerprint,
-                "drift": int(c.drift),
-                "baseline_weight": float(c.baseline_weight),
-            }
-            for c in communities
-        ]
+        rows = _community_rows(communities)
 
         async def work(tx: AsyncManagedTransaction) -> None:
             await (
@@ -612,13 +616,43 @@ class Neo4jGraphStore:
 
         await self._write(work)
 
-    async def set_graph_fingerprint(self, room_id: str, fingerprint: str) -> None:
+    async def apply_community_changes(
+        self,
+        room_id: str,
+        upserts: Sequence[Community],
+        deletes: Sequence[str],
+        fingerprint: str | None,
+        drift: int,
+        baseline_weight: float,
+    ) -> None:
+        gone = sorted({*deletes, *(c.id for c in upserts)})
+        rows = _community_rows(upserts)
+
         async def work(tx: AsyncManagedTransaction) -> None:
+            if gone:
+                await (
+                    await tx.run(
+                        "MATCH (c:Community {room_id: $room_id}) WHERE c.id IN $ids DELETE c",
+                        room_id=room_id,
+                        ids=gone,
+                    )
+                ).consume()
+            for batch in _batches(rows):
+                await (
+                    await tx.run(
+                        "UNWIND $rows AS row CREATE (c:Community {room_id: $room_id}) SET c += row",
+                        room_id=room_id,
+                        rows=batch,
+                    )
+                ).consume()
             await (
                 await tx.run(
-                    "MATCH (c:Community {room_id: $room_id}) SET c.graph_fingerprint = $fp",
+                    "MATCH (c:Community {room_id: $room_id}) SET c.graph_fingerprint = $fp, "
+                    "c.drift = $drift, c.baseline_weight = $baseline",
                     room_id=room_id,
                     fp=fingerprint,
+                    drift=int(drift),
+                    baseline=float(baseline_weight),
                 )
             ).consume()
 

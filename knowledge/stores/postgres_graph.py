@@ -68,6 +68,22 @@ def _relationship_values(room_id: str, r: Relationship) -> dict[str, Any]:
     }
 
 
+def _community_rows(room_id: str, communities: Sequence[Community]) -> list[dict[str, Any]]:
+    return [
+        {
+            "room_id": room_id,
+            "id": c.id,
+            "level": c.level,
+            "parent_id": c.parent_id,
+            "entity_names": c.entity_names,
+            "graph_fingerprint": c.graph_fingerprint,
+            "drift": c.drift,
+            "baseline_weight": c.baseline_weight,
+        }
+        for c in communities
+    ]
+
+
 async def _insert_batches(conn: AsyncConnection, model: type, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), _BATCH):
         await conn.execute(insert(model), rows[start : start + _BATCH])
@@ -310,27 +326,31 @@ class PostgresGraphStore:
     async def replace_communities(self, room_id: str, communities: Sequence[Community]) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(delete(GraphCommunity).where(GraphCommunity.room_id == room_id))
-            rows = [
-                {
-                    "room_id": room_id,
-                    "id": c.id,
-                    "level": c.level,
-                    "parent_id": c.parent_id,
-                    "entity_names": c.entity_names,
-                    "graph_fingerprint": c.graph_fingerprint,
-                    "drift": c.drift,
-                    "baseline_weight": c.baseline_weight,
-                }
-                for c in communities
-            ]
-            await _insert_batches(conn, GraphCommunity, rows)
+            await _insert_batches(conn, GraphCommunity, _community_rows(room_id, communities))
 
-    async def set_graph_fingerprint(self, room_id: str, fingerprint: str) -> None:
+    async def apply_community_changes(
+        self,
+        room_id: str,
+        upserts: Sequence[Community],
+        deletes: Sequence[str],
+        fingerprint: str | None,
+        drift: int,
+        baseline_weight: float,
+    ) -> None:
+        gone = sorted({*deletes, *(c.id for c in upserts)})
         async with self.engine.begin() as conn:
+            if gone:
+                await conn.execute(
+                    delete(GraphCommunity).where(
+                        GraphCommunity.room_id == room_id,
+                        GraphCommunity.id == func.any(array(gone, type_=Text)),
+                    )
+                )
+            await _insert_batches(conn, GraphCommunity, _community_rows(room_id, upserts))
             await conn.execute(
                 update(GraphCommunity)
                 .where(GraphCommunity.room_id == room_id)
-                .values(graph_fingerprint=fingerprint)
+                .values(graph_fingerprint=fingerprint, drift=drift, baseline_weight=baseline_weight)
             )
 
     async def get_communities(self, room_id: str) -> list[Community]:

@@ -195,6 +195,24 @@ async def test_unchanged_graph_skips_leiden_and_writes_nothing(
     after = await platform.graph.get_communities(room)
     assert after == stored and {c.graph_fingerprint for c in after} != fingerprints
     assert (await detect_communities(platform, room)).skipped
+    # A new entity: only the communities it joins are written.
+    written: list[list[str]] = []
+    apply = platform.graph.apply_community_changes
+
+    async def spied(room_id: str, upserts: Sequence[Community], *rest: object) -> None:
+        written.append(sorted(c.id for c in upserts))
+        await apply(room_id, upserts, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(platform.graph, "apply_community_changes", spied)
+    graph.entities.append(Entity("c0-new", "C0-NEW", "PERSON", "a newcomer", ["chunk-0"], 1))
+    graph.entities.sort(key=lambda e: e.name)
+    graph.relationships.append(Relationship("c0-2", "c0-new", 5.0, "welcomes"))
+    graph.relationships.sort(key=lambda r: r.pair)
+    await platform.graph.replace_graph(room, graph)
+    assert (await detect_communities(platform, room)).mode == "incremental"
+    joined = [c for c in await platform.graph.get_communities(room) if "c0-new" in c.entity_names]
+    assert written == [sorted(c.id for c in joined)] and rewrites == []
+    assert len(await platform.graph.get_communities(room)) == len(after)
     # ... a large one runs it again (here: the patched one fails).
     for r in graph.relationships:
         r.weight *= 2

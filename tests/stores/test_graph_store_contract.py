@@ -264,20 +264,31 @@ async def test_communities_round_trip_and_replace(graph_store: GraphStore, room:
     assert await graph_store.get_communities(room) == []
 
 
-async def test_set_graph_fingerprint_stamps_the_rooms_communities_only(
+async def test_community_changes_write_only_what_changed_and_stamp_the_room(
     graph_store: GraphStore, room: str
 ) -> None:
     other = new_room()
     await graph_store.replace_graph(other, sample_graph())
     for room_id in (room, other):
         await graph_store.replace_communities(room_id, sample_communities())
-    await graph_store.set_graph_fingerprint(room, "fp-2")
+    moved = Community(id="c1-b", level=1, parent_id="c0-a", entity_names=["phi", "zeta"])
+    added = Community(id="c1-c", level=1, parent_id="c0-b", entity_names=["delta"])
+    await graph_store.apply_community_changes(room, [moved, added], ["c0-b"], "fp-2", 3, 7.5)
     stored = await graph_store.get_communities(room)
-    assert {c.graph_fingerprint for c in stored} == {"fp-2"}
-    # Nothing else changed (the fingerprint is not part of a community's equality).
-    assert stored == sorted(sample_communities(), key=lambda c: (c.level, c.id))
+    expected = [c for c in sample_communities() if c.id not in ("c0-b", "c1-b")] + [moved, added]
+    assert stored == sorted(expected, key=lambda c: (c.level, c.id))
+    # The room-wide fields are on every community, the written ones and the others.
+    assert {(c.graph_fingerprint, c.drift, c.baseline_weight) for c in stored} == {("fp-2", 3, 7.5)}
+    # Nothing else changed, and not in another room.
+    assert await graph_store.get_communities(other) == sorted(
+        sample_communities(), key=lambda c: (c.level, c.id)
+    )
     assert {c.graph_fingerprint for c in await graph_store.get_communities(other)} == {None}
-    await graph_store.set_graph_fingerprint(new_room(), "fp-3")  # no communities: no error
+    # No change but the stamp; and a room without communities is no error.
+    await graph_store.apply_community_changes(room, [], [], "fp-3", 3, 7.5)
+    assert {c.graph_fingerprint for c in await graph_store.get_communities(room)} == {"fp-3"}
+    assert len(await graph_store.get_communities(room)) == len(expected)
+    await graph_store.apply_community_changes(new_room(), [], ["c9"], "fp", 0, 0.0)
 
 
 async def test_reports_round_trip_upsert_and_delete(graph_store: GraphStore, room: str) -> None:
