@@ -4,8 +4,8 @@ Delta: the communities are stored with the fingerprint of the graph they were de
 (nodes, weighted edges, parameters); an unchanged graph skips detection and writes nothing.
 A small change is applied incrementally (``update_communities``): new entities join the
 stored communities they are most tied to and nobody else moves, so the reports step rewrites
-only the reports of the communities that gained or lost members (a change of weights alone
-only stamps the new fingerprint on the stored communities). Once the entities added or
+only the reports of the communities that gained or lost members; only those are written, the
+others get the new fingerprint and drift. Once the entities added or
 removed that way exceed ``DRIFT_LIMIT`` of the graph, Leiden runs again, warm-started from the
 stored assignment, and each community inherits the id of the previous one it overlaps most
 (``knowledge.communities``), so the hierarchy keeps most of its ids.
