@@ -154,6 +154,7 @@ class _Work:
 async def sync_chunks(platform: Platform, room_id: str) -> ChunkSync:
     started = time.perf_counter()
     settings = platform.settings
+    dense = searched_by_vector(platform)
     async with platform.session() as session:
         await get_room(session, room_id)
         await lock_room(session, room_id, CHUNKS_CONSUMER)
@@ -177,7 +178,7 @@ async def sync_chunks(platform: Platform, room_id: str) -> ChunkSync:
             room_id,
             first.id,
             *_vector_item(first.text, first.message_ids, first.artifact_id),
-            dense=searched_by_vector(platform),
+            dense=dense,
         ):
             mode, reason = FULL, "vector store behind the chunks"
         work = _Work(chunks_read=0 if first is None else 1)
@@ -196,7 +197,7 @@ async def sync_chunks(platform: Platform, room_id: str) -> ChunkSync:
                 CHUNKS,
                 room_id,
                 {c.id: _vector_item(c.text, c.message_ids, c.artifact_id) for c in work.everything},
-                dense=searched_by_vector(platform),
+                dense=dense,
             )
         else:
             vectors = await sync_vector_ids(
@@ -205,7 +206,7 @@ async def sync_chunks(platform: Platform, room_id: str) -> ChunkSync:
                 room_id,
                 work.removed,
                 {c.id: _vector_item(c.text, c.message_ids, c.artifact_id) for c, _ in work.upserts},
-                dense=searched_by_vector(platform),
+                dense=dense,
             )
         await consume(session, pending.ids)
         total, tokens = (

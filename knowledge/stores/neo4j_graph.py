@@ -354,6 +354,19 @@ RETURN collect(properties(e)) AS rows
 """
 
 
+async def _create_communities(
+    tx: AsyncManagedTransaction, room_id: str, rows: list[dict[str, Any]]
+) -> None:
+    for batch in _batches(rows):
+        await (
+            await tx.run(
+                "UNWIND $rows AS row CREATE (c:Community {room_id: $room_id}) SET c += row",
+                room_id=room_id,
+                rows=batch,
+            )
+        ).consume()
+
+
 def _community_rows(communities: Sequence[Community]) -> list[dict[str, Any]]:
     return [
         {
@@ -605,14 +618,7 @@ class Neo4jGraphStore:
             await (
                 await tx.run("MATCH (c:Community {room_id: $room_id}) DELETE c", room_id=room_id)
             ).consume()
-            for batch in _batches(rows):
-                await (
-                    await tx.run(
-                        "UNWIND $rows AS row CREATE (c:Community {room_id: $room_id}) SET c += row",
-                        room_id=room_id,
-                        rows=batch,
-                    )
-                ).consume()
+            await _create_communities(tx, room_id, rows)
 
         await self._write(work)
 
@@ -637,14 +643,7 @@ class Neo4jGraphStore:
                         ids=gone,
                     )
                 ).consume()
-            for batch in _batches(rows):
-                await (
-                    await tx.run(
-                        "UNWIND $rows AS row CREATE (c:Community {room_id: $room_id}) SET c += row",
-                        room_id=room_id,
-                        rows=batch,
-                    )
-                ).consume()
+            await _create_communities(tx, room_id, rows)
             await (
                 await tx.run(
                     "MATCH (c:Community {room_id: $room_id}) SET c.graph_fingerprint = $fp, "
