@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Text, delete, func, select, text
@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dbschema.models import LexicalPosting, LexicalRoom, LexicalTerm, VectorPoint
-from knowledge.lexical import BM25_B, BM25_K1, term_frequencies
+from knowledge.lexical import BM25_B, BM25_K1, bm25_idf, term_frequencies
 from knowledge.stores.base import (
     ENTITIES,
     EVIDENCE,
@@ -402,135 +402,55 @@ class PgVectorStore:
         limit: int,
         where: PointFilter | None = None,
     ) -> list[list[VectorHit]]:
-        pairs = sorted({(n, t) for n, terms in enumerate(queries) for t in terms})
         out: list[list[VectorHit]] = [[] for _ in queries]
-        if limit <= 0 or not pairs:
+        wanted = sorted({t for terms in queries for t in terms})
+        if limit <= 0 or not wanted:
             return out
-        # Terms every query has (the question's own, when the others expand it with a name):
-        # scored once, not once per query.
-        asked = [set(terms) for terms in queries if terms]
-        shared = sorted(set.intersection(*asked))
-        params: dict[str, Any] = {
-            "collection": collection,
-            "room_id": room_id,
-            "qns": [n for n, _ in pairs],
-            "qterms": [t for _, t in pairs],
-            "shared": shared,
-            "limit": limit,
-            "k1": BM25_K1,
-            "b": BM25_B,
-        }
-        condition = _filter_sql(where, params, "v.payload")
-
-        # A filter narrows the candidates to the points it allows, found first through the
-        # payload indexes (migration 0013) and hash-joined: probing every scored point's row
-        # instead cost a row read per posting of a common term. Without a filter, points are
-        # ranked on their scores alone and only the best ``limit`` of each query are joined to
-        # their text.
-        allowed = (
-            f""", allowed AS MATERIALIZED (
-                SELECT v.point_id FROM vector_points v
-                WHERE v.collection = :collection AND v.room_id = :room_id {condition}
-            )"""
-            if condition
-            else ""
-        )
-
-        def kept(alias: str) -> str:
-            return f"JOIN allowed a ON a.point_id = {alias}.point_id" if condition else ""
-
-        # BM25 with the room's statistics (kept by the writes: one row per term, not a count),
-        # so a filter narrows the candidates without changing how a term is weighted. The CTEs
-        # are materialized and driven by the queries' terms, so the plan does not depend on
-        # table statistics (fresh bulk loads have none): one index range per distinct term,
-        # read once for every query.
-        #
-        # A query's score is its shared terms' score plus its own terms' score. A point none of
-        # whose own terms a query has scores its shared score alone, so among such points only
-        # the best ``limit`` by shared score can make that query's top ``limit``: exact, and
-        # the shared terms' postings are summed once for all the queries.
-        sql = text(
-            f"""
-            WITH qt AS MATERIALIZED (
-                SELECT qn, term FROM unnest(CAST(:qns AS int[]), CAST(:qterms AS text[]))
-                    AS x(qn, term)
-            ){allowed}, stats AS MATERIALIZED (
-                SELECT n_docs::float AS n,
-                       greatest(total_terms::float / greatest(n_docs, 1), 1) AS avg_len
-                FROM lexical_rooms WHERE collection = :collection AND room_id = :room_id
-            ), idf AS MATERIALIZED (
-                SELECT l.term, ln(1 + (stats.n - l.df + 0.5) / (l.df + 0.5)) AS idf
-                FROM lexical_terms l CROSS JOIN stats
-                WHERE l.collection = :collection AND l.room_id = :room_id
-                  AND l.term = ANY(CAST(:qterms AS text[]))
-            ), postings AS MATERIALIZED (
-                SELECT t.term, p.point_id,
-                       t.idf * p.tf * (:k1 + 1)
-                       / (p.tf + :k1 * (1 - :b + :b * p.doc_len / stats.avg_len)) AS w
-                FROM idf t CROSS JOIN stats CROSS JOIN LATERAL (
-                    SELECT point_id, tf, doc_len FROM lexical_postings
-                    WHERE collection = :collection AND room_id = :room_id AND term = t.term
-                    OFFSET 0  -- an optimisation fence: one index range scan per term
-                ) p
-            ), shared AS MATERIALIZED (
-                SELECT point_id, sum(w) AS score FROM postings
-                WHERE term = ANY(CAST(:shared AS text[])) GROUP BY point_id
-            ), shared_top AS MATERIALIZED (
-                SELECT s.point_id, s.score FROM shared s {kept("s")}
-                ORDER BY s.score DESC, s.point_id LIMIT :limit
-            ), own AS MATERIALIZED (
-                SELECT qt.qn, p.point_id, sum(p.w) AS score
-                FROM qt JOIN postings p USING (term)
-                WHERE NOT qt.term = ANY(CAST(:shared AS text[]))
-                GROUP BY qt.qn, p.point_id
-            ), candidates AS MATERIALIZED (
-                SELECT o.qn, o.point_id, o.score + coalesce(s.score, 0) AS score
-                FROM own o {kept("o")} LEFT JOIN shared s ON s.point_id = o.point_id
-                UNION ALL
-                SELECT q.qn, t.point_id, t.score
-                FROM (SELECT DISTINCT qn FROM qt) q CROSS JOIN shared_top t
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM own o WHERE o.qn = q.qn AND o.point_id = t.point_id
-                )
-            ), ranked AS MATERIALIZED (
-                SELECT qn, point_id, score,
-                       row_number() OVER (PARTITION BY qn ORDER BY score DESC, point_id) AS rn
-                FROM candidates
-            )
-            SELECT r.qn, v.point_id, v.text, v.payload, r.score
-            FROM ranked r JOIN vector_points v
-              ON v.collection = :collection AND v.room_id = :room_id AND v.point_id = r.point_id
-            WHERE r.rn <= :limit
-            ORDER BY r.qn, r.rn
-            """
-        )
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(sql, params)).all()
+            n_docs, avg_len, df = await self._statistics(conn, collection, room_id, wanted)
+            params = _bm25_parameters(queries, n_docs, avg_len, df)
+            if not params["qns"]:
+                return out
+            params.update(collection=collection, room_id=room_id, limit=limit)
+            condition = _filter_sql(where, params, "v.payload")
+            # Pruning only pays when a term is common enough to be probed; otherwise every
+            # posting is read anyway, and summing them in one pass is cheaper.
+            sql = _pruned_bm25_sql if any(params["qprobe"]) else _summed_bm25_sql
+            rows = (await conn.execute(text(sql(condition)), params)).all()
         for qn, *hit in rows:
             out[qn] += _hits([hit])
         return out
+
+    @staticmethod
+    async def _statistics(
+        conn: Any, collection: str, room_id: str, terms: Sequence[str]
+    ) -> tuple[int, float, dict[str, int]]:
+        """The room's point count, average length, and each term's document frequency."""
+        room = (
+            await conn.execute(
+                select(LexicalRoom.n_docs, LexicalRoom.total_terms).where(
+                    LexicalRoom.collection == collection, LexicalRoom.room_id == room_id
+                )
+            )
+        ).first()
+        if room is None or not room.n_docs:
+            return 0, 1.0, {}
+        rows = await conn.execute(
+            select(LexicalTerm.term, LexicalTerm.df).where(
+                LexicalTerm.collection == collection,
+                LexicalTerm.room_id == room_id,
+                LexicalTerm.term == func.any(array(list(terms), type_=Text)),
+            )
+        )
+        avg_len = max(room.total_terms / max(room.n_docs, 1), 1.0)
+        return int(room.n_docs), avg_len, {term: int(count) for term, count in rows}
 
     async def term_stats(
         self, collection: str, room_id: str, terms: Sequence[str]
     ) -> tuple[int, dict[str, int]]:
         async with self.engine.connect() as conn:
-            n = (
-                await conn.execute(
-                    select(LexicalRoom.n_docs).where(
-                        LexicalRoom.collection == collection, LexicalRoom.room_id == room_id
-                    )
-                )
-            ).scalar()
-            rows = (
-                await conn.execute(
-                    select(LexicalTerm.term, LexicalTerm.df).where(
-                        LexicalTerm.collection == collection,
-                        LexicalTerm.room_id == room_id,
-                        LexicalTerm.term == func.any(array(sorted(set(terms)), type_=Text)),
-                    )
-                )
-            ).all()
-        return int(n or 0), {term: int(df) for term, df in rows}
+            n_docs, _, df = await self._statistics(conn, collection, room_id, sorted(set(terms)))
+        return n_docs, df
 
     async def wipe_room(self, room_id: str) -> dict[str, int]:
         removed: dict[str, int] = {}
@@ -564,3 +484,218 @@ def _hits(rows: Sequence[Any]) -> list[VectorHit]:
         data = json.loads(payload) if isinstance(payload, str) else payload
         out.append(VectorHit(id=point_id, score=float(score), text=body, payload=data))
     return out
+
+
+#: How many of a query's rarest terms always have their postings read, and how many times more
+#: postings than its rarer terms together a term needs to be probed rather than read (see
+#: ``_pruned_bm25_sql``): a probe is an index descent, several times a posting read.
+_RARE_TERMS = 2
+_PROBE_RATIO = 4
+
+
+def _bm25_parameters(
+    queries: Sequence[Sequence[str]], n_docs: int, avg_len: float, df: dict[str, int]
+) -> dict[str, Any]:
+    """Bound parameters of ``_pruned_bm25_sql``: one row per (query, term) the room has."""
+    rows_in: list[tuple[int, str, float, float, bool, bool]] = []
+    for qn, terms in enumerate(queries):
+        present = sorted({t for t in terms if df.get(t, 0) > 0}, key=lambda t: (df[t], t))
+        rarer = 0  # postings of the query's terms rarer than this one
+        for rank, term in enumerate(present):
+            idf = bm25_idf(n_docs, df[term])
+            # ``rare``: the query's rarest terms, whose postings are always read; their
+            # scores set the floor below which the other terms may be probed instead.
+            # Probing looks a term up once per point the rarer terms found, so it only
+            # pays for a term much more common than those together.
+            rare = rank < _RARE_TERMS
+            probe = not rare and df[term] >= _PROBE_RATIO * rarer
+            rows_in.append((qn, term, idf, idf * (BM25_K1 + 1), rare, probe))
+            rarer += df[term]
+    asked = [{t for t in terms if df.get(t, 0) > 0} for terms in queries if terms]
+    return {
+        # Terms every query has (``_summed_bm25_sql`` scores them once for all).
+        "shared": sorted(set.intersection(*asked)) if asked else [],
+        "qns": [r[0] for r in rows_in],
+        "qterms": [r[1] for r in rows_in],
+        "qidf": [r[2] for r in rows_in],
+        "qub": [r[3] for r in rows_in],
+        "qrare": [r[4] for r in rows_in],
+        "qprobe": [r[5] for r in rows_in],
+        "k1": BM25_K1,
+        "b": BM25_B,
+        "avg_len": avg_len,
+    }
+
+
+def _bm25_weight(idf: str, posting: str) -> str:
+    return (
+        f"{idf} * {posting}.tf * (:k1 + 1) / ({posting}.tf + :k1 * "
+        f"(1 - :b + :b * {posting}.doc_len / :avg_len))"
+    )
+
+
+def _allowed_points(condition: str) -> tuple[str, Callable[[str], str]]:
+    """The ``allowed`` CTE of a filtered search, and the join that keeps a CTE to it.
+
+    A filter narrows the candidates to the points it allows, found first through the payload
+    indexes (migration 0013) and hash-joined: probing every scored point's row instead cost a
+    row read per posting of a common term. Without a filter there is neither.
+    """
+    if not condition:
+        return "", lambda alias: ""
+    cte = f""", allowed AS MATERIALIZED (
+            SELECT v.point_id FROM vector_points v
+            WHERE v.collection = :collection AND v.room_id = :room_id {condition}
+        )"""
+    return cte, lambda alias: f"JOIN allowed a ON a.point_id = {alias}.point_id"
+
+
+def _postings_of(terms: str) -> str:
+    """Each posting of the ``terms`` rows (term, idf) with its BM25 weight ``w``.
+
+    Driven by the terms, so the plan does not depend on table statistics (fresh bulk loads have
+    none): one index-only range scan per distinct term, read once for every query.
+    """
+    return f"""
+            SELECT t.term, p.point_id, {_bm25_weight("t.idf", "p")} AS w
+            FROM ({terms}) t CROSS JOIN LATERAL (
+                SELECT point_id, tf, doc_len FROM lexical_postings
+                WHERE collection = :collection AND room_id = :room_id AND term = t.term
+                OFFSET 0  -- an optimisation fence: one index range scan per term
+            ) p"""
+
+
+#: The end of both BM25 statements: each query's best ``limit`` (``ranked``) with their text.
+_RANKED_HITS = """
+        SELECT r.qn, v.point_id, v.text, v.payload, r.score
+        FROM ranked r JOIN vector_points v
+          ON v.collection = :collection AND v.room_id = :room_id AND v.point_id = r.point_id
+        WHERE r.rn <= :limit
+        ORDER BY r.qn, r.rn
+"""
+
+
+def _summed_bm25_sql(condition: str) -> str:
+    """BM25 top ``limit`` of each query, summing every posting of its terms.
+
+    A query's score is its shared terms' score plus its own terms' score. A point none of whose
+    own terms a query has scores its shared score alone, so among such points only the best
+    ``limit`` by shared score can make that query's top ``limit``: exact, and the shared terms'
+    postings (the question's own, when the other queries expand it with a name) are summed once
+    for all the queries.
+    """
+    allowed, kept = _allowed_points(condition)
+    return f"""
+        WITH qt AS MATERIALIZED (
+            SELECT DISTINCT qn, term, idf FROM unnest(
+                CAST(:qns AS int[]), CAST(:qterms AS text[]), CAST(:qidf AS float8[])
+            ) AS x(qn, term, idf)
+        ){allowed}, postings AS MATERIALIZED (
+            {_postings_of("SELECT DISTINCT term, idf FROM qt")}
+        ), shared AS MATERIALIZED (
+            SELECT point_id, sum(w) AS score FROM postings
+            WHERE term = ANY(CAST(:shared AS text[])) GROUP BY point_id
+        ), shared_top AS MATERIALIZED (
+            SELECT s.point_id, s.score FROM shared s {kept("s")}
+            ORDER BY s.score DESC, s.point_id LIMIT :limit
+        ), own AS MATERIALIZED (
+            SELECT qt.qn, p.point_id, sum(p.w) AS score
+            FROM qt JOIN postings p USING (term)
+            WHERE NOT qt.term = ANY(CAST(:shared AS text[]))
+            GROUP BY qt.qn, p.point_id
+        ), candidates AS MATERIALIZED (
+            SELECT o.qn, o.point_id, o.score + coalesce(s.score, 0) AS score
+            FROM own o {kept("o")} LEFT JOIN shared s ON s.point_id = o.point_id
+            UNION ALL
+            SELECT q.qn, t.point_id, t.score
+            FROM (SELECT DISTINCT qn FROM qt) q CROSS JOIN shared_top t
+            WHERE NOT EXISTS (
+                SELECT 1 FROM own o WHERE o.qn = q.qn AND o.point_id = t.point_id
+            )
+        ), ranked AS MATERIALIZED (
+            SELECT qn, point_id, score,
+                   row_number() OVER (PARTITION BY qn ORDER BY score DESC, point_id) AS rn
+            FROM candidates
+        ){_RANKED_HITS}"""
+
+
+def _pruned_bm25_sql(condition: str) -> str:
+    """Exact BM25 top ``limit`` of each query, reading common terms' postings only when needed.
+
+    MaxScore-style: a term contributes at most ``ub = idf * (k1 + 1)`` to a point. Each query's
+    two rarest terms are read in full; the ``limit``-th best score over them is a floor the
+    final ``limit``-th score cannot fall below. The query's other terms whose bounds, summed
+    from the smallest, stay below that floor are *probed*: a point containing only such terms
+    cannot reach the top, so their postings are looked up (by primary key) only for the points
+    the read terms found, and only for those whose score plus the probed bounds can still
+    reach the floor. Every other term is read in full. The result is the same ranking as
+    summing every posting; what is saved is the postings of the common terms ("project" in a
+    room where a third of the messages say it).
+    """
+    allowed, kept = _allowed_points(condition)
+    # Terms read in full besides the rare ones (a term rare for one query is read once).
+    read_terms = (
+        "SELECT DISTINCT term, idf FROM roles WHERE NOT probed "
+        "AND term NOT IN (SELECT term FROM qt WHERE rare)"
+    )
+
+    def limit_th(source: str) -> str:
+        return f"""coalesce((
+            SELECT s.score FROM {source} s WHERE s.qn = q.qn
+            ORDER BY s.score DESC OFFSET :limit - 1 LIMIT 1
+        ), 0)"""
+
+    return f"""
+        WITH qt AS MATERIALIZED (
+            SELECT * FROM unnest(
+                CAST(:qns AS int[]), CAST(:qterms AS text[]), CAST(:qidf AS float8[]),
+                CAST(:qub AS float8[]), CAST(:qrare AS boolean[]), CAST(:qprobe AS boolean[])
+            ) AS x(qn, term, idf, ub, rare, probe)
+        ){allowed}, queries AS MATERIALIZED (
+            SELECT DISTINCT qn FROM qt
+        ), rare_postings AS MATERIALIZED (
+            {_postings_of("SELECT DISTINCT term, idf FROM qt WHERE rare")}
+        ), rare_scores AS MATERIALIZED (
+            SELECT qt.qn, r.point_id, sum(r.w) AS score
+            FROM qt JOIN rare_postings r USING (term) {kept("r")}
+            WHERE qt.rare GROUP BY qt.qn, r.point_id
+        ), roles AS MATERIALIZED (
+            SELECT r.qn, r.term, r.idf, r.ub, r.probe AND r.running < f.floor AS probed
+            FROM (
+                SELECT qn, term, idf, ub, probe,
+                       sum(ub) OVER (PARTITION BY qn ORDER BY ub, term) AS running
+                FROM qt WHERE NOT rare
+            ) r JOIN (SELECT q.qn, {limit_th("rare_scores")} AS floor FROM queries q) f
+              USING (qn)
+        ), read_postings AS MATERIALIZED (
+            SELECT * FROM rare_postings
+            UNION ALL
+            {_postings_of(read_terms)}
+        ), partial AS MATERIALIZED (
+            SELECT qn, point_id, sum(score) AS score FROM (
+                SELECT qn, point_id, score FROM rare_scores
+                UNION ALL
+                SELECT r.qn, s.point_id, s.w
+                FROM roles r JOIN read_postings s USING (term) {kept("s")}
+                WHERE NOT r.probed
+            ) x GROUP BY qn, point_id
+        ), bounds AS MATERIALIZED (
+            SELECT q.qn, {limit_th("partial")} AS floor,
+                   coalesce((SELECT sum(ub) FROM roles r WHERE r.qn = q.qn AND r.probed), 0)
+                       AS probed_ub
+            FROM queries q
+        ), scored AS MATERIALIZED (
+            SELECT p.qn, p.point_id, p.score + x.extra AS score
+            FROM partial p JOIN bounds b USING (qn) CROSS JOIN LATERAL (
+                SELECT coalesce(sum({_bm25_weight("r.idf", "lp")}), 0) AS extra
+                FROM roles r JOIN lexical_postings lp
+                  ON lp.collection = :collection AND lp.room_id = :room_id
+                 AND lp.term = r.term AND lp.point_id = p.point_id
+                WHERE r.qn = p.qn AND r.probed
+            ) x
+            WHERE p.score + b.probed_ub >= b.floor
+        ), ranked AS MATERIALIZED (
+            SELECT qn, point_id, score,
+                   row_number() OVER (PARTITION BY qn ORDER BY score DESC, point_id) AS rn
+            FROM scored
+        ){_RANKED_HITS}"""

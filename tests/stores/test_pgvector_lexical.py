@@ -19,7 +19,7 @@ from knowledge.embeddings import HashingEmbedder
 from knowledge.lexical import BM25Index, analyze
 from knowledge.platform import Platform
 from knowledge.stores.base import EVIDENCE, PointFilter, VectorRecord
-from knowledge.stores.pgvector_store import PgVectorStore
+from knowledge.stores.pgvector_store import PgVectorStore, _bm25_parameters
 
 DIM = 64
 EMBEDDER = HashingEmbedder(DIM)
@@ -133,3 +133,57 @@ async def test_statistics_follow_every_write_and_scores_are_exact(
     assert removed["postgres:lexical_rooms"] == 1
     kept, counted = await stored_statistics(platform, room)
     assert kept == counted == ((0, 0), {})
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_common_terms_probed_not_read_and_the_ranking_stays_exact(
+    platform: Platform, seed: int
+) -> None:
+    """A term much more common than a query's rarer terms is probed for the points those found
+    (``_pruned_bm25_sql``) instead of read; the ranking must still be Okapi BM25's, exactly,
+    with and without a filter, for limits below and above the rare terms' postings."""
+    rng = random.Random(seed)
+    store = PgVectorStore(platform.engine)
+    await store.ensure_collection(EVIDENCE, DIM)
+    room = f"room-{uuid.uuid4().hex[:12]}"
+    # Zipf-like: "project" in most points, "status" in many, the rest rarer and rarer.
+    shares = {"project": 0.95, "status": 0.5, "review": 0.2, "budget": 0.05, "zeppelin": 0.03}
+    filler = "alpha beta gamma delta epsilon".split()
+    texts = {}
+    for i in range(400):
+        body = [w for w, share in shares.items() if rng.random() < share]
+        body += rng.choices(filler, k=rng.randint(0, 12))
+        rng.shuffle(body)
+        texts[f"m:{i}"] = " ".join(body)
+    await store.upsert(EVIDENCE, room, [point(p, b) for p, b in texts.items()])
+    index = BM25Index(list(texts.values()))
+    pids = list(texts)
+
+    n, df = await store.term_stats(EVIDENCE, room, list(shares))
+    queries = [
+        "zeppelin budget project",
+        "zeppelin budget status project",
+        "zeppelin review project alpha",
+        "budget project",
+        "zeppelin project status",
+    ]
+    # The pruned statement is the one under test: some of its terms are probed.
+    avg_len = 1.0  # only the terms' roles matter here
+    plan = _bm25_parameters([analyze(q) for q in queries], n, avg_len, df)
+    assert any(plan["qprobe"]), plan
+
+    allowed_rows = [i for i, t in enumerate(texts.values()) if SPEAKERS[len(t) % 3] != "Bob"]
+    for limit in (1, 3, 10, 40):
+        for where, allowed in ((None, None), (PointFilter(speakers=("Ann", "Cy")), allowed_rows)):
+            batch = await store.search_lexical_many(
+                EVIDENCE, room, [analyze(q) for q in queries], limit, where
+            )
+            for query, hits in zip(queries, batch, strict=True):
+                ranked = index.search(query, len(texts), allowed)
+                expected = [(pids[d.index], d.score) for d in ranked]
+                assert [h.score for h in hits] == pytest.approx(
+                    [s for _, s in expected[:limit]], rel=1e-9
+                ), (limit, query, where)
+                cut = expected[min(limit, len(expected)) - 1][1]
+                above = {pid for pid, score in expected if score > cut + 1e-9}
+                assert above <= {h.id for h in hits}, (limit, query, where)
