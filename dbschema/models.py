@@ -396,6 +396,10 @@ class GraphMergedRelationship(Base):
 
 class GraphCommunity(Base):
     __tablename__ = "graph_communities"
+    #: "The communities holding these entities" (``entity_names && …``, migration 0016).
+    __table_args__ = (
+        Index("ix_graph_communities_members", "entity_names", postgresql_using="gin"),
+    )
 
     room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -71,25 +71,26 @@ async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
     async with platform.session() as session:
         await lock_room(session, room_id, REPORTS_CONSUMER)
         pending = await pending_graph_changes(session, room_id)
-        communities = await platform.graph.get_communities(room_id)
-        touched = [
-            c
-            for c in communities
-            if c.id in pending.community_ids or not pending.entity_names.isdisjoint(c.entity_names)
-        ]
         full = pending.whole_room
         if full:
+            communities = await platform.graph.get_communities(room_id)
             build = await _write_all(platform, room_id, communities)
+            touched = communities
         else:
+            # Only the communities the changes touch are read (by id, or holding a changed
+            # entity), not the room's thousands.
+            touched = await platform.graph.get_communities(
+                room_id, ids=pending.community_ids, containing=pending.entity_names
+            )
             members = {n for c in touched for n in c.entity_names}
-            room_names = {n for c in communities for n in c.entity_names}
-            whole_graph = len(members) > FULL_PASS_SHARE * len(room_names)
-            gone = sorted(pending.community_ids - {c.id for c in communities})
+            room_entities = (await platform.graph.counts(room_id)).get("entities", 0)
+            whole_graph = len(members) > FULL_PASS_SHARE * room_entities
+            gone = sorted(pending.community_ids - {c.id for c in touched})
             build = await _write_touched(platform, room_id, touched, gone, whole_graph)
         await consume_graph_changes(session, pending.ids)
         await session.commit()
     build.mode = "full" if full else "delta"
-    build.touched = len(communities) if full else len(touched)
+    build.touched = len(touched)
     build.seconds = time.perf_counter() - started
     return build
 

@@ -394,7 +394,8 @@ async def reports(
     ctx.report_ids = [h.id for h in hits]
     if not hits:
         return CandidateList("reports", note="no community report matched")
-    communities = {c.id: c for c in await platform.graph.get_communities(ctx.room_id)}
+    best = [h.id for h in hits[:4]]
+    communities = {c.id: c for c in await platform.graph.get_communities(ctx.room_id, ids=best)}
     seeds: dict[str, float] = {}
     used = []
     for rank, hit in enumerate(hits[:4]):

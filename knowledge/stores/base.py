@@ -6,7 +6,7 @@ in production); one contract test suite runs against all of them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -117,7 +117,16 @@ class GraphStore(Protocol):
         ``baseline_weight``: an incremental update rewrites only the communities it changed."""
         ...
 
-    async def get_communities(self, room_id: str) -> list[Community]: ...
+    async def get_communities(
+        self,
+        room_id: str,
+        ids: Collection[str] | None = None,
+        containing: Collection[str] | None = None,
+    ) -> list[Community]:
+        """The room's communities by level and id; given ``ids`` and/or ``containing``, only
+        those with one of the ids or with one of those entities among their members (the
+        reports step and the global route need a few communities, not a room's thousands)."""
+        ...
 
     async def upsert_reports(self, room_id: str, reports: Sequence[CommunityReport]) -> None: ...
 

@@ -38,7 +38,7 @@ import hashlib
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -657,10 +657,24 @@ class Neo4jGraphStore:
 
         await self._write(work)
 
-    async def get_communities(self, room_id: str) -> list[Community]:
+    async def get_communities(
+        self,
+        room_id: str,
+        ids: Collection[str] | None = None,
+        containing: Collection[str] | None = None,
+    ) -> list[Community]:
+        if ids is None and containing is None:
+            query = "MATCH (c:Community {room_id: $room_id}) RETURN collect(properties(c)) AS rows"
+        elif not ids and not containing:
+            return []
+        else:
+            query = (
+                "MATCH (c:Community {room_id: $room_id}) WHERE c.id IN $ids "
+                "OR any(name IN c.entity_names WHERE name IN $names) "
+                "RETURN collect(properties(c)) AS rows"
+            )
         rows = await self._rows(
-            "MATCH (c:Community {room_id: $room_id}) RETURN collect(properties(c)) AS rows",
-            room_id=room_id,
+            query, room_id=room_id, ids=sorted(ids or ()), names=sorted(containing or ())
         )
         communities = [
             Community(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Text, delete, func, or_, select, text, update
+from sqlalchemy import ARRAY, Text, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -353,14 +353,31 @@ class PostgresGraphStore:
                 .values(graph_fingerprint=fingerprint, drift=drift, baseline_weight=baseline_weight)
             )
 
-    async def get_communities(self, room_id: str) -> list[Community]:
+    async def get_communities(
+        self,
+        room_id: str,
+        ids: Collection[str] | None = None,
+        containing: Collection[str] | None = None,
+    ) -> list[Community]:
+        query = select(GraphCommunity).where(GraphCommunity.room_id == room_id)
+        if ids is not None or containing is not None:
+            # One array parameter each; ``&&`` (overlap) is served by the GIN index on the
+            # members (migration 0016).
+            wanted = []
+            if ids:
+                wanted.append(GraphCommunity.id == func.any(array(sorted(ids), type_=Text)))
+            if containing:
+                wanted.append(
+                    GraphCommunity.entity_names.overlap(
+                        bindparam("members", sorted(containing), type_=ARRAY(Text))
+                    )
+                )
+            if not wanted:
+                return []
+            query = query.where(or_(*wanted))
         async with self.engine.connect() as conn:
             rows = (
-                await conn.execute(
-                    select(GraphCommunity)
-                    .where(GraphCommunity.room_id == room_id)
-                    .order_by(GraphCommunity.level, GraphCommunity.id)
-                )
+                await conn.execute(query.order_by(GraphCommunity.level, GraphCommunity.id))
             ).all()
         return [
             Community(

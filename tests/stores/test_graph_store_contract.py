@@ -264,6 +264,30 @@ async def test_communities_round_trip_and_replace(graph_store: GraphStore, room:
     assert await graph_store.get_communities(room) == []
 
 
+async def test_communities_by_id_or_member(graph_store: GraphStore, room: str) -> None:
+    await graph_store.replace_communities(room, sample_communities())
+    other = new_room()
+    await graph_store.replace_communities(other, sample_communities())
+
+    async def ids(**where: object) -> list[str]:
+        return [c.id for c in await graph_store.get_communities(room, **where)]  # type: ignore[arg-type]
+
+    # Each community holding one of the entities, at every level, in level and id order.
+    assert await ids(containing={"phi"}) == ["c0-a", "c1-b"]
+    assert await ids(containing={"beta", "gamma"}) == ["c0-a", "c0-b", "c1-a"]
+    assert await ids(ids={"c1-b", "c0-gone"}) == ["c1-b"]
+    # Either condition: the union.
+    assert await ids(ids={"c0-b"}, containing={"alpha"}) == ["c0-a", "c0-b", "c1-a"]
+    assert await ids(containing={"nobody"}) == []
+    # Asked for nothing, nothing (not the whole room); whole rows, as the unfiltered read.
+    assert await ids(ids=set(), containing=set()) == []
+    assert await graph_store.get_communities(room, containing={"phi"}) == [
+        c for c in await graph_store.get_communities(room) if "phi" in c.entity_names
+    ]
+    await graph_store.replace_communities(other, [])
+    assert await ids(containing={"phi"}) == ["c0-a", "c1-b"]
+
+
 async def test_community_changes_write_only_what_changed_and_stamp_the_room(
     graph_store: GraphStore, room: str
 ) -> None:
