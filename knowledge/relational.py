@@ -6,12 +6,20 @@ load.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import ARRAY, ColumnElement, Select, Text, func, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from knowledge.errors import InvalidInputError, NotFoundError
+
+
+def any_text(values: Iterable[str]) -> ColumnElement[Any]:
+    """``ANY(:values)`` with the values as one ``text[]`` parameter: for ``column == …``
+    against many values. (SQLAlchemy's ``array(values)`` binds each element on its own: 6,000
+    names took 60-240 ms to bind and plan instead of 17 ms.)"""
+    return func.any(literal(list(values), ARRAY(Text)))
 
 
 def parse_uuid(value: str | uuid.UUID, what: str) -> uuid.UUID:

@@ -25,20 +25,44 @@ _TITLE_ENTITIES = 3
 _FINDINGS = 5
 _EXCERPT_CHARS = 300
 
+#: A report's context holds at most this many members of its community: the most mentioned
+#: (GraphRAG likewise fills a report's context by importance up to its budget; an LLM never
+#: saw more than about this many within ``LLM_CONTEXT_TOKENS``). A large community's report
+#: is then read, hashed and rewritten for its core, not for each entity a message adds at its
+#: edge: at 100k messages a new entity joined a top-level community of thousands, and its
+#: report cost a read of all of them.
+CONTEXT_MEMBERS = 50
+
+
+def context_members(community: Community, mentions: Mapping[str, int]) -> list[str]:
+    """The members a community's report reads: all of a community of at most
+    ``CONTEXT_MEMBERS``, else the ``CONTEXT_MEMBERS`` most mentioned (``mentions``: of at
+    least those; a name it lacks counts as never mentioned)."""
+    names = community.entity_names
+    if len(names) <= CONTEXT_MEMBERS:
+        return list(names)
+    return sorted(names, key=lambda n: (-mentions.get(n, 0), n))[:CONTEXT_MEMBERS]
+
 
 @dataclass
 class ReportContext:
     community: Community
-    entities: list[Entity]  # members, most connected first
-    relationships: list[Relationship]  # inside the community, heaviest first
+    entities: list[Entity]  # the context's members, most connected first
+    relationships: list[Relationship]  # among them, heaviest first
     excerpts: list[tuple[str, str]]  # (chunk id, text) of the most shared chunks
 
+    @property
+    def size(self) -> int:
+        """The community's member count (its context may hold fewer)."""
+        return len(self.community.entity_names)
+
     def content_hash(self) -> str:
-        """Changes when the community's content changes materially: its members, their types
-        and descriptions, its relationships, or a relationship's weight crossing a power of
-        two. One more co-mention of a busy pair does not rewrite the report (reports say how
-        fresh they are); which excerpts are quoted follows from the rest."""
-        return content_hash(self.community.id, self.entities, self.relationships)
+        """Changes when the community's content changes materially: its context's members,
+        their types and descriptions, their relationships, a relationship's weight crossing a
+        power of two, or (for a community larger than its context) its size crossing one. One
+        more co-mention of a busy pair does not rewrite the report (reports say how fresh they
+        are); which excerpts are quoted follows from the rest."""
+        return content_hash(self.community.id, self.entities, self.relationships, self.size)
 
 
 def entity_report_key(e: Entity) -> tuple[str, str, str]:
@@ -52,15 +76,20 @@ def relationship_report_key(r: Relationship) -> tuple[str, str, int, str]:
 
 
 def content_hash(
-    community_id: str, entities: Iterable[Entity], relationships: Iterable[Relationship]
+    community_id: str,
+    entities: Iterable[Entity],
+    relationships: Iterable[Relationship],
+    size: int = 0,
 ) -> str:
-    """:meth:`ReportContext.content_hash` of a community with these members and these
-    relationships inside it (any order)."""
-    payload = {
+    """:meth:`ReportContext.content_hash` of a community of ``size`` members with these in its
+    context and these relationships among them (any order)."""
+    payload: dict[str, object] = {
         "community": community_id,
         "entities": sorted(entity_report_key(e) for e in entities),
         "relationships": sorted(relationship_report_key(r) for r in relationships),
     }
+    if size > CONTEXT_MEMBERS:
+        payload["size"] = _weight_bucket(size)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -95,15 +124,26 @@ class GraphIndex:
         ]
 
     def members(self, community: Community) -> list[Entity]:
-        return [self.entities[n] for n in community.entity_names if n in self.entities]
+        """The entities of the community's report context (:func:`context_members`, from the
+        mentions of the entities indexed: a partial index must hold the context's members)."""
+        if len(community.entity_names) <= CONTEXT_MEMBERS:
+            names = community.entity_names
+        else:
+            mentions = {
+                n: self.entities[n].mentions for n in community.entity_names if n in self.entities
+            }
+            names = context_members(community, mentions)
+        return [self.entities[n] for n in names if n in self.entities]
 
     def content_hash(self, community: Community) -> str:
         """Equal to ``build_context(community, …).content_hash()``, without building the
         context: the same JSON, assembled from cached per-row fragments."""
-        entity_parts = sorted(self._entity_fragment(e) for e in self.members(community))
+        members = self.members(community)
+        entity_parts = sorted(self._entity_fragment(e) for e in members)
         rel_parts = sorted(
-            self._relationship_fragment(r) for r in self.inside(set(community.entity_names))
+            self._relationship_fragment(r) for r in self.inside({e.name for e in members})
         )
+        size = len(community.entity_names)
         text = (
             '{"community": '
             + json.dumps(community.id)
@@ -111,7 +151,9 @@ class GraphIndex:
             + ", ".join(part for _, part in entity_parts)
             + '], "relationships": ['
             + ", ".join(part for _, part in rel_parts)
-            + "]}"
+            + "]"
+            + (f', "size": {_weight_bucket(size)}' if size > CONTEXT_MEMBERS else "")
+            + "}"
         )
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -140,17 +182,14 @@ class GraphIndex:
     def context(
         self, community: Community, chunk_texts: Mapping[str, str], max_excerpts: int = 3
     ) -> ReportContext:
-        members = set(community.entity_names)
-        inside = self.inside(members)
+        entities = self.members(community)
+        inside = self.inside({e.name for e in entities})
         inside.sort(key=lambda r: (-r.weight, r.source, r.target))
-        degree: dict[str, float] = {name: 0.0 for name in members}
+        degree: dict[str, float] = {e.name: 0.0 for e in entities}
         for r in inside:
             degree[r.source] += r.weight
             degree[r.target] += r.weight
-        ordered = sorted(
-            (self.entities[n] for n in members if n in self.entities),
-            key=lambda e: (-degree[e.name], -e.mentions, e.name),
-        )
+        ordered = sorted(entities, key=lambda e: (-degree[e.name], -e.mentions, e.name))
         best = self.excerpt_chunk_ids(community, max_excerpts)
         return ReportContext(
             community=community,
@@ -200,10 +239,13 @@ class ExtractiveReportWriter:
         title = _join_names(top) if top else "Empty community"
         rels = context.relationships
 
-        summary_parts = [
-            f"A community of {len(entities)} "
-            f"{'entity' if len(entities) == 1 else 'entities'} centred on {title}."
-        ]
+        size = context.size or len(entities)
+        if size > len(entities):
+            # The size is hashed by power of two only: say no more than that.
+            scale = f"A large community (over {2 ** math.floor(math.log2(size)):,} entities)"
+        else:
+            scale = f"A community of {size} {'entity' if size == 1 else 'entities'}"
+        summary_parts = [f"{scale} centred on {title}."]
         if rels:
             strongest = ", ".join(
                 f"{by_name[r.source].display_name} and {by_name[r.target].display_name} "

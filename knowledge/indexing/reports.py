@@ -2,9 +2,10 @@
 
 Delta: the graph and communities steps log the entities and communities they change in a way
 a report's content hash can see (``graph_changes``; ``knowledge.reports.entity_report_key``
-and ``relationship_report_key``); a run hashes only the communities those touch, from their
-members' subgraph (or from one read of the whole graph when they hold much of it). A full build
-hashes every one. The graph read is indexed once (entities by name, relationships by entity),
+and ``relationship_report_key``); a run hashes only the communities those touch, from the
+subgraph of their contexts' members (a large community's report reads only its most mentioned
+members, ``knowledge.reports.CONTEXT_MEMBERS``; one read of the whole graph when the contexts
+hold much of it). A full build hashes every one. The graph read is indexed once (entities by name, relationships by entity),
 so each community's content hash costs the sum of its members' degrees; a community whose hash
 matches its stored report is skipped without building its context. Contexts (ordering,
 excerpts) are built only for the communities whose report is written, and only their
@@ -30,7 +31,7 @@ from knowledge.indexing.changes import (
 )
 from knowledge.indexing.vectors import VectorSync, sync_vector_ids, sync_vectors
 from knowledge.platform import Platform
-from knowledge.reports import GraphIndex, report_text
+from knowledge.reports import CONTEXT_MEMBERS, GraphIndex, context_members, report_text
 from knowledge.stores.base import COMMUNITIES
 
 #: Chunk ids per ``IN`` list when reading excerpt texts.
@@ -54,9 +55,8 @@ class ReportBuild:
     touched: int = 0
 
 
-#: Past this share of the room's entities among the touched communities' members, one read
-#: of the whole graph (without provenance) is cheaper than reading their subgraph (the top
-#: level of a hierarchy has a few very large communities, and one change touches one of them).
+#: Past this share of the room's entities among the touched communities' context members, one
+#: read of the whole graph (without provenance) is cheaper than reading their subgraph.
 FULL_PASS_SHARE = 0.25
 
 
@@ -82,11 +82,11 @@ async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
             touched = await platform.graph.get_communities(
                 room_id, ids=pending.community_ids, containing=pending.entity_names
             )
-            members = {n for c in touched for n in c.entity_names}
+            names = await _context_names(platform, room_id, touched)
             room_entities = (await platform.graph.counts(room_id)).get("entities", 0)
-            whole_graph = len(members) > FULL_PASS_SHARE * room_entities
+            whole_graph = len(names) > FULL_PASS_SHARE * room_entities
             gone = sorted(pending.community_ids - {c.id for c in touched})
-            build = await _write_touched(platform, room_id, touched, gone, whole_graph)
+            build = await _write_touched(platform, room_id, touched, gone, names, whole_graph)
         await consume_graph_changes(session, pending.ids)
         await session.commit()
     build.mode = "full" if full else "delta"
@@ -118,21 +118,33 @@ async def _write_all(platform: Platform, room_id: str, communities: list[Communi
     )
 
 
+async def _context_names(
+    platform: Platform, room_id: str, communities: list[Community]
+) -> list[str]:
+    """The members the communities' reports read (``knowledge.reports.context_members``): of
+    a large community only its most mentioned, picked from the mentions alone."""
+    large = {
+        n for c in communities if len(c.entity_names) > CONTEXT_MEMBERS for n in c.entity_names
+    }
+    mentions = await platform.graph.entity_mentions(room_id, large)
+    return sorted({n for c in communities for n in context_members(c, mentions)})
+
+
 async def _write_touched(
     platform: Platform,
     room_id: str,
     touched: list[Community],
     gone: list[str],
+    names: list[str],
     whole_graph: bool,
 ) -> ReportBuild:
-    """Hash the touched communities, rewrite the changed ones. Their members' subgraph
-    (entities and the relationships among them: every inside relationship of each) is read
-    on its own, or, when they hold much of the room, as part of one read of the whole graph
-    without provenance (the entities of communities to rewrite are then read again whole)."""
+    """Hash the touched communities, rewrite the changed ones. The subgraph of their
+    contexts' members ``names`` (entities and the relationships among them) is read on its
+    own, or, when they are much of the room, as part of one read of the whole graph without
+    provenance (the entities of contexts to rewrite are then read again whole)."""
     if whole_graph:
         graph = await platform.graph.get_graph(room_id, provenance=False)
     else:
-        names = sorted({n for c in touched for n in c.entity_names})
         graph = await platform.graph.neighbourhood(room_id, names, hops=0, limit=len(names))
     existing = {
         r.community_id: r
@@ -181,7 +193,7 @@ async def _refresh(
             stale.append(community)
     if not provenance:
         for entity in await platform.graph.get_entities(
-            room_id, sorted({n for c in stale for n in c.entity_names})
+            room_id, sorted({e.name for c in stale for e in index.members(c)})
         ):
             index.entities[entity.name] = entity
     wanted = {cid for c in stale for cid in index.excerpt_chunk_ids(c)}

@@ -90,6 +90,12 @@ class GraphStore(Protocol):
         """``(name, display_name)`` of every entity of the room, by name."""
         ...
 
+    async def entity_mentions(self, room_id: str, names: Collection[str]) -> dict[str, int]:
+        """``name -> mentions`` of those of ``names`` that are entities of the room (what a
+        report needs to pick a large community's most mentioned members, without reading
+        every member whole)."""
+        ...
+
     async def topology(self, room_id: str) -> tuple[list[str], list[tuple[str, str, float]]]:
         """The entity names (sorted) and weighted relationships ``(source, target, weight)``
         of the room, without descriptions or provenance: what community detection reads."""

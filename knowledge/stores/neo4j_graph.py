@@ -559,6 +559,17 @@ class Neo4jGraphStore:
         )
         return sorted((str(name), str(display)) for name, display in rows)
 
+    async def entity_mentions(self, room_id: str, names: Collection[str]) -> dict[str, int]:
+        if not names:
+            return {}
+        rows = await self._rows(
+            "MATCH (e:Entity {room_id: $room_id}) WHERE e.name IN $names "
+            "RETURN collect([e.name, e.mentions]) AS rows",
+            room_id=room_id,
+            names=sorted(names),
+        )
+        return {str(name): int(mentions or 0) for name, mentions in rows}
+
     async def topology(self, room_id: str) -> tuple[list[str], list[tuple[str, str, float]]]:
         names = await self.entity_names(room_id)
         rows = await self._rows(

@@ -15,12 +15,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Text, delete, func, select, text
-from sqlalchemy.dialects.postgresql import array, insert
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dbschema.models import LexicalPosting, LexicalRoom, LexicalTerm, VectorPoint
 from knowledge.lexical import BM25_B, BM25_K1, bm25_idf, term_frequencies
+from knowledge.relational import any_text
 from knowledge.stores.base import (
     ENTITIES,
     EVIDENCE,
@@ -177,8 +178,7 @@ class PgVectorStore:
                     LexicalPosting.collection == collection,
                     LexicalPosting.room_id == room_id,
                     # One array parameter: an IN list of this size is parsed anew each time.
-                    LexicalPosting.point_id
-                    == func.any(array(ids[start : start + _BATCH * 4], type_=Text)),
+                    LexicalPosting.point_id == any_text(ids[start : start + _BATCH * 4]),
                 )
                 .returning(LexicalPosting.term)
             )
@@ -236,7 +236,7 @@ class PgVectorStore:
                 delete(LexicalTerm).where(
                     LexicalTerm.collection == collection,
                     LexicalTerm.room_id == room_id,
-                    LexicalTerm.term == func.any(array(shrunk, type_=Text)),
+                    LexicalTerm.term == any_text(shrunk),
                     LexicalTerm.df <= 0,
                 )
             )
@@ -284,9 +284,7 @@ class PgVectorStore:
         else:
             wanted = sorted(set(ids))
             batches = [
-                query.where(
-                    VectorPoint.point_id == func.any(array(wanted[i : i + _BATCH * 4], type_=Text))
-                )
+                query.where(VectorPoint.point_id == any_text(wanted[i : i + _BATCH * 4]))
                 for i in range(0, len(wanted), _BATCH * 4)
             ]
         result: dict[str, str] = {}
@@ -439,7 +437,7 @@ class PgVectorStore:
             select(LexicalTerm.term, LexicalTerm.df).where(
                 LexicalTerm.collection == collection,
                 LexicalTerm.room_id == room_id,
-                LexicalTerm.term == func.any(array(list(terms), type_=Text)),
+                LexicalTerm.term == any_text(list(terms)),
             )
         )
         avg_len = max(room.total_terms / max(room.n_docs, 1), 1.0)

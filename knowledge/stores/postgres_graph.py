@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, Text, bindparam, delete, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import array, insert
+from sqlalchemy import ARRAY, Text, delete, func, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dbschema.models import (
@@ -16,6 +16,7 @@ from dbschema.models import (
     GraphRelationship,
 )
 from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
+from knowledge.relational import any_text
 
 _BATCH = 1000
 
@@ -230,7 +231,7 @@ class PostgresGraphStore:
                         GraphEntity.room_id == room_id,
                         # One array parameter: an IN list of thousands of names costs more to
                         # compile than to run.
-                        GraphEntity.name == func.any(array(sorted(set(names)), type_=Text)),
+                        GraphEntity.name == any_text(sorted(set(names))),
                     )
                     .order_by(GraphEntity.name)
                 )
@@ -252,6 +253,18 @@ class PostgresGraphStore:
                 .order_by(GraphEntity.name)
             )
             return [(name, display) for name, display in rows]
+
+    async def entity_mentions(self, room_id: str, names: Collection[str]) -> dict[str, int]:
+        if not names:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(GraphEntity.name, GraphEntity.mentions).where(
+                    GraphEntity.room_id == room_id,
+                    GraphEntity.name == any_text(sorted(names)),
+                )
+            )
+            return {name: int(mentions) for name, mentions in rows}
 
     async def topology(self, room_id: str) -> tuple[list[str], list[tuple[str, str, float]]]:
         async with self.engine.connect() as conn:
@@ -298,7 +311,7 @@ class PostgresGraphStore:
                 frontier = next_frontier
             # One array parameter: an IN list of thousands of names (the reports step reads
             # whole communities this way) costs more to compile than to run.
-            among = func.any(array(found, type_=Text))
+            among = any_text(found)
             entities = (
                 await conn.execute(
                     select(GraphEntity).where(
@@ -343,7 +356,7 @@ class PostgresGraphStore:
                 await conn.execute(
                     delete(GraphCommunity).where(
                         GraphCommunity.room_id == room_id,
-                        GraphCommunity.id == func.any(array(gone, type_=Text)),
+                        GraphCommunity.id == any_text(gone),
                     )
                 )
             await _insert_batches(conn, GraphCommunity, _community_rows(room_id, upserts))
@@ -365,12 +378,10 @@ class PostgresGraphStore:
             # members (migration 0016).
             wanted = []
             if ids:
-                wanted.append(GraphCommunity.id == func.any(array(sorted(ids), type_=Text)))
+                wanted.append(GraphCommunity.id == any_text(sorted(ids)))
             if containing:
                 wanted.append(
-                    GraphCommunity.entity_names.overlap(
-                        bindparam("members", sorted(containing), type_=ARRAY(Text))
-                    )
+                    GraphCommunity.entity_names.overlap(literal(sorted(containing), ARRAY(Text)))
                 )
             if not wanted:
                 return []
@@ -435,9 +446,7 @@ class PostgresGraphStore:
         query = select(GraphCommunityReport).where(GraphCommunityReport.room_id == room_id)
         if community_ids is not None:
             wanted = sorted(set(community_ids))
-            query = query.where(
-                GraphCommunityReport.community_id == func.any(array(wanted, type_=Text))
-            )
+            query = query.where(GraphCommunityReport.community_id == any_text(wanted))
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -462,20 +471,26 @@ class PostgresGraphStore:
         ]
 
     async def counts(self, room_id: str) -> dict[str, int]:
+        kinds = {
+            "entities": GraphEntity,
+            "relationships": GraphRelationship,
+            "communities": GraphCommunity,
+            "reports": GraphCommunityReport,
+        }
+        # One statement (one round trip), each count an index-only scan of the room's rows.
+        query = select(
+            *(
+                select(func.count())
+                .select_from(model)
+                .where(model.room_id == room_id)
+                .scalar_subquery()
+                .label(key)
+                for key, model in kinds.items()
+            )
+        )
         async with self.engine.connect() as conn:
-            result = {}
-            for key, model in (
-                ("entities", GraphEntity),
-                ("relationships", GraphRelationship),
-                ("communities", GraphCommunity),
-                ("reports", GraphCommunityReport),
-            ):
-                result[key] = (
-                    await conn.execute(
-                        select(func.count()).select_from(model).where(model.room_id == room_id)
-                    )
-                ).scalar_one()
-        return result
+            row = (await conn.execute(query)).one()
+        return {key: int(row[i]) for i, key in enumerate(kinds)}
 
     async def wipe_room(self, room_id: str) -> dict[str, int]:
         removed: dict[str, int] = {}

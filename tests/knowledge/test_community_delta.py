@@ -341,3 +341,55 @@ def test_index_content_hash_equals_the_context_hash() -> None:
         context = build_context(community, entities, graph.relationships, {})
         assert index.content_hash(community) == context.content_hash()
         assert index.context(community, {}) == context
+
+
+def large_community_graph(size: int) -> RoomGraph:
+    """``size`` entities, entity ``i`` mentioned ``1000 - i`` times, in a ring of ties."""
+    names = [f"m{i:03d}" for i in range(size)]
+    entities = [
+        Entity(n, n.upper(), "PERSON", f"member {n}", [f"chunk-{i}"], 1000 - i)
+        for i, n in enumerate(names)
+    ]
+    relationships = [
+        Relationship(*sorted((names[i], names[(i + 1) % size])), 3.0, "tie", [f"chunk-{i}"])  # type: ignore[misc]
+        for i in range(size)
+    ]
+    return RoomGraph(entities, relationships)
+
+
+def test_a_large_communitys_report_reads_its_most_mentioned_members() -> None:
+    from knowledge.reports import CONTEXT_MEMBERS
+
+    size = CONTEXT_MEMBERS + 20
+    graph = large_community_graph(size)
+    community = Community("big", 0, None, sorted(e.name for e in graph.entities))
+    index = GraphIndex(graph)
+    context = index.context(community, {})
+    core = {f"m{i:03d}" for i in range(CONTEXT_MEMBERS)}
+    assert {e.name for e in context.entities} == core
+    assert all(r.source in core and r.target in core for r in context.relationships)
+    entities = {e.name: e for e in graph.entities}
+    assert context == build_context(community, entities, graph.relationships, {})
+    assert index.content_hash(community) == context.content_hash()
+    before = context.content_hash()
+
+    def hash_with(graph: RoomGraph, names: list[str]) -> str:
+        return GraphIndex(graph).content_hash(Community("big", 0, None, sorted(names)))
+
+    # A member at the edge (rarely mentioned) joins or leaves: the report stays current.
+    edge = Entity("zz-new", "ZZ", "PERSON", "a newcomer", ["chunk-x"], 1)
+    grown = RoomGraph([*graph.entities, edge], graph.relationships)
+    assert hash_with(grown, [*community.entity_names, "zz-new"]) == before
+    assert hash_with(graph, community.entity_names[:-1]) == before
+    # A core member re-described, or the size crossing a power of two: it is rewritten.
+    changed = [
+        dataclasses.replace(e, description="changed") if e.name == "m003" else e
+        for e in graph.entities
+    ]
+    assert hash_with(RoomGraph(changed, graph.relationships), community.entity_names) != before
+    doubled = large_community_graph(2 * size)
+    assert hash_with(doubled, [e.name for e in doubled.entities]) != before
+    # A member mentioned more than the core's least joins the core.
+    star = Entity("zz-star", "ZZ", "PERSON", "a star", ["chunk-y"], 10_000)
+    starred = RoomGraph([*graph.entities, star], graph.relationships)
+    assert hash_with(starred, [*community.entity_names, "zz-star"]) != before

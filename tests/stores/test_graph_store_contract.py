@@ -177,6 +177,13 @@ async def test_get_entities_and_names(graph_store: GraphStore, room: str) -> Non
     found = await graph_store.get_entities(room, ["gamma", "alpha", "nobody"])
     assert found == [entity("alpha", chunks=("k1", "k2")), entity("gamma", "PLACE")]
     assert await graph_store.get_entities(room, []) == []
+    # Mentions alone (no description or provenance), of the names that are entities.
+    assert await graph_store.entity_mentions(room, {"gamma", "alpha", "nobody"}) == {
+        "alpha": len("alpha"),
+        "gamma": len("gamma"),
+    }
+    assert await graph_store.entity_mentions(room, set()) == {}
+    assert await graph_store.entity_mentions(f"{room}-empty", {"alpha"}) == {}
 
 
 async def test_topology_is_the_graph_without_descriptions(
