@@ -285,9 +285,12 @@ def update_communities(
     children: dict[str | None, list[str]] = defaultdict(list)
     for c in sorted(previous, key=lambda c: c.id):
         children[c.parent_id].append(c.id)
+    # Only the new entities' ties are needed (nobody else moves): at 100k messages, indexing
+    # every edge both ways was most of this function.
+    arriving = set(new)
     weight_to: dict[str, dict[str, float]] = defaultdict(dict)
     for a, b, w in edges:
-        if a != b and a in nodes and b in nodes:
+        if a != b and (a in arriving or b in arriving) and a in nodes and b in nodes:
             weight_to[a][b] = weight_to[a].get(b, 0.0) + w
             weight_to[b][a] = weight_to[b].get(a, 0.0) + w
     # node -> the community holding it, per parent (None: the top level)
