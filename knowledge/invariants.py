@@ -26,11 +26,9 @@ def _outcome(problems: list[str], ok: str, bad: str) -> CheckOutcome:
 
 
 async def relationships_have_entities(platform: Platform, room_id: str) -> CheckOutcome:
-    # The topology (names and edges) is all it needs: a read of the whole graph with its
-    # descriptions and provenance cost seconds per check at 100k messages.
-    nodes, edges = await platform.graph.topology(room_id)
-    names = set(nodes)
-    dangling = [f"{a} -> {b}" for a, b, _ in edges if a not in names or b not in names]
+    # Answered by the store: reading the topology to look for them cost 0.2 s of every
+    # refresh run at 100k messages (a read of the whole graph cost seconds).
+    dangling = [f"{a} -> {b}" for a, b in await platform.graph.dangling_relationships(room_id)]
     return _outcome(
         dangling, "every relationship has both entities", "relationships miss an entity"
     )

@@ -101,6 +101,12 @@ class GraphStore(Protocol):
         of the room, without descriptions or provenance: what community detection reads."""
         ...
 
+    async def dangling_relationships(self, room_id: str) -> list[tuple[str, str]]:
+        """``(source, target)`` of the room's relationships one of whose ends is no entity of
+        the room, sorted (an invariant check; answered by the store, without reading the
+        graph)."""
+        ...
+
     async def neighbourhood(
         self, room_id: str, seeds: Sequence[str], hops: int, limit: int
     ) -> RoomGraph:

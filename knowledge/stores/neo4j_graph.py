@@ -579,6 +579,17 @@ class Neo4jGraphStore:
         )
         return names, sorted((str(a), str(b), float(w)) for a, b, w in rows)
 
+    async def dangling_relationships(self, room_id: str) -> list[tuple[str, str]]:
+        # An edge always has both nodes; it dangles when an end is another room's entity.
+        rows = await self._rows(
+            "MATCH (a:Entity)-[r:RELATED]->(b:Entity) "
+            "WHERE (a.room_id = $room_id OR b.room_id = $room_id) "
+            "AND (a.room_id <> $room_id OR b.room_id <> $room_id) "
+            "RETURN collect([a.name, b.name]) AS rows",
+            room_id=room_id,
+        )
+        return sorted((str(a), str(b)) for a, b in rows)
+
     async def neighbourhood(
         self, room_id: str, seeds: Sequence[str], hops: int, limit: int
     ) -> RoomGraph:

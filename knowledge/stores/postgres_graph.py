@@ -278,6 +278,19 @@ class PostgresGraphStore:
             )
             return sorted(r[0] for r in names), [(a, b, float(w)) for a, b, w in edges]
 
+    async def dangling_relationships(self, room_id: str) -> list[tuple[str, str]]:
+        sql = text(
+            """
+            SELECT r.source, r.target FROM graph_relationships r
+            LEFT JOIN graph_entities a ON a.room_id = r.room_id AND a.name = r.source
+            LEFT JOIN graph_entities b ON b.room_id = r.room_id AND b.name = r.target
+            WHERE r.room_id = :room_id AND (a.name IS NULL OR b.name IS NULL)
+            """
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sql, {"room_id": room_id})).all()
+        return sorted((str(a), str(b)) for a, b in rows)
+
     async def neighbourhood(
         self, room_id: str, seeds: Sequence[str], hops: int, limit: int
     ) -> RoomGraph:
@@ -471,7 +484,7 @@ class PostgresGraphStore:
         ]
 
     async def counts(self, room_id: str) -> dict[str, int]:
-        kinds = {
+        kinds: dict[str, Any] = {
             "entities": GraphEntity,
             "relationships": GraphRelationship,
             "communities": GraphCommunity,

@@ -186,6 +186,13 @@ async def test_get_entities_and_names(graph_store: GraphStore, room: str) -> Non
     assert await graph_store.entity_mentions(f"{room}-empty", {"alpha"}) == {}
 
 
+async def test_a_written_graph_has_no_dangling_relationships(
+    graph_store: GraphStore, room: str
+) -> None:
+    assert await graph_store.dangling_relationships(room) == []
+    assert await graph_store.dangling_relationships(f"{room}-empty") == []
+
+
 async def test_topology_is_the_graph_without_descriptions(
     graph_store: GraphStore, room: str
 ) -> None:
