@@ -36,12 +36,21 @@ CONTEXT_MEMBERS = 50
 
 def context_members(community: Community, mentions: Mapping[str, int]) -> list[str]:
     """The members a community's report reads: all of a community of at most
-    ``CONTEXT_MEMBERS``, else the ``CONTEXT_MEMBERS`` most mentioned (``mentions``: of at
-    least those; a name it lacks counts as never mentioned)."""
+    ``CONTEXT_MEMBERS``, else the ``CONTEXT_MEMBERS`` most mentioned among those in
+    ``mentions`` (the members that are entities of the room, with their mentions), by
+    :func:`mention_bucket` and then name: one more mention moves a member into or out of the
+    context only when its count crosses a power of two (which the graph step logs)."""
     names = community.entity_names
     if len(names) <= CONTEXT_MEMBERS:
         return list(names)
-    return sorted(names, key=lambda n: (-mentions.get(n, 0), n))[:CONTEXT_MEMBERS]
+    known = [n for n in names if n in mentions]
+    return sorted(known, key=lambda n: (-_weight_bucket(mentions[n]), n))[:CONTEXT_MEMBERS]
+
+
+def mention_bucket(e: Entity) -> int:
+    """What of an entity's mentions a report reads: their power of two (it ranks the members
+    of a large community, :func:`context_members`)."""
+    return _weight_bucket(e.mentions)
 
 
 @dataclass

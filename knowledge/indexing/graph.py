@@ -72,7 +72,7 @@ from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import EntitySummary, SameEntity
 from knowledge.platform import Platform
-from knowledge.reports import entity_report_key, relationship_report_key
+from knowledge.reports import entity_report_key, mention_bucket, relationship_report_key
 from knowledge.resolution import (
     AliasRecord,
     alias_map,
@@ -1083,14 +1083,15 @@ async def _delta_build(
     upsert_rels = [r for p, r in sorted(relationships.items()) if stored_pairs.get(p) != r]
     delete_pairs = sorted(p for p in stored_pairs if p not in relationships)
     # The reports step's input, logged before the change is applied: only the changes a
-    # report's content hash can see (one more mention of a busy entity, or one more co-mention
-    # of a pair within its power of two, rewrites no report, so it need not make the reports
-    # step hash the large communities those entities are in).
+    # report's content hash can see (one more mention of a busy entity within its power of
+    # two, or one more co-mention of a pair within its, rewrites no report, so it need not
+    # make the reports step hash the large communities those entities are in).
     changed_names = {
         e.name
         for e in upsert_entities
         if (old := stored_entities.get(e.name)) is None
         or entity_report_key(old) != entity_report_key(e)
+        or mention_bucket(old) != mention_bucket(e)
     } | set(delete_entities)
     changed_names |= {
         n
