@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, Text, delete, func, literal, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -16,7 +16,7 @@ from dbschema.models import (
     GraphRelationship,
 )
 from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
-from knowledge.relational import any_text
+from knowledge.relational import any_text, text_array
 
 _BATCH = 1000
 
@@ -393,9 +393,7 @@ class PostgresGraphStore:
             if ids:
                 wanted.append(GraphCommunity.id == any_text(sorted(ids)))
             if containing:
-                wanted.append(
-                    GraphCommunity.entity_names.overlap(literal(sorted(containing), ARRAY(Text)))
-                )
+                wanted.append(GraphCommunity.entity_names.overlap(text_array(sorted(containing))))
             if not wanted:
                 return []
             query = query.where(or_(*wanted))
