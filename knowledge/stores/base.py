@@ -277,7 +277,9 @@ def reciprocal_rank_fusion(
         for rank, hit in enumerate(ranking):
             scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (k + rank + 1)
             hits.setdefault(hit.id, hit)
-    ordered = sorted(scores, key=lambda i: (-scores[i], i))[:limit]
+    # Ties go by text before id: ids of communities and chunks hash the room id, so the same
+    # content in another room (or a rebuilt bench room) would rank differently.
+    ordered = sorted(scores, key=lambda i: (-scores[i], hits[i].text, i))[:limit]
     return [
         VectorHit(id=i, score=scores[i], text=hits[i].text, payload=hits[i].payload)
         for i in ordered

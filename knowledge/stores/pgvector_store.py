@@ -326,7 +326,7 @@ class PgVectorStore:
                    1 - (embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) AS score
             FROM vector_points
             WHERE collection = :collection AND room_id = :room_id AND dim = {dim}
-            ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim}))
+            ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})), text, point_id
             LIMIT :depth
             """
         )
@@ -341,7 +341,7 @@ class PgVectorStore:
             FROM vector_points, q
             WHERE collection = :collection AND room_id = :room_id
               AND q.query IS NOT NULL AND tsv @@ to_tsquery('english', q.query)
-            ORDER BY score DESC, point_id
+            ORDER BY score DESC, text, point_id
             LIMIT :depth
             """
         )

@@ -44,6 +44,7 @@ from knowledge.stores.base import (
     PointFilter,
     VectorHit,
     VectorRecord,
+    reciprocal_rank_fusion,
 )
 
 DENSE = "dense"
@@ -422,19 +423,26 @@ class QdrantVectorStore:
             )
         room = _room_filter(room_id)
         depth = max(limit * 3, 20)
-        prefetch = [models.Prefetch(query=list(vector), using=DENSE, filter=room, limit=depth)]
+        requests = [
+            models.QueryRequest(
+                query=list(vector), using=DENSE, filter=room, limit=depth, with_payload=True
+            )
+        ]
         sparse = sparse_query(query_text)
         if sparse.indices:
-            prefetch.append(models.Prefetch(query=sparse, using=SPARSE, filter=room, limit=depth))
-        response = await self.client.query_points(
-            name,
-            prefetch=prefetch,
-            query=models.FusionQuery(fusion=models.Fusion.RRF),
-            query_filter=room,
-            limit=limit,
-            with_payload=True,
-        )
-        return _hits(response.points)
+            requests.append(
+                models.QueryRequest(
+                    query=sparse, using=SPARSE, filter=room, limit=depth, with_payload=True
+                )
+            )
+        responses = await self.client.query_batch_points(name, requests=requests)
+        # Fused here with the PostgreSQL store's RRF, each list's ties by text: Qdrant breaks
+        # them by point id, and ids hash the room id, so the same content in another room would
+        # rank differently.
+        rankings = [
+            sorted(_hits(r.points), key=lambda h: (-h.score, h.text, h.id)) for r in responses
+        ]
+        return reciprocal_rank_fusion(rankings, limit)
 
 
 def _hits(points: Sequence[Any]) -> list[VectorHit]:

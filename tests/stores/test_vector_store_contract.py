@@ -188,6 +188,19 @@ async def test_hybrid_hits_carry_text_payload_and_ordered_scores(
     assert scores[0] > scores[-1]
 
 
+async def test_search_ties_go_by_text_not_by_id(store: VectorStore) -> None:
+    # Three points the query matches equally, by words and by vector, with ids in the opposite
+    # order of their texts. Ids of communities and chunks hash the room id, so a tie broken by
+    # id would rank the same content differently in another room (the golden-set bench moved
+    # between runs so).
+    room = new_room()
+    await store.ensure_collection(COMMUNITIES, DIM)
+    tied = {"p-z": "grain alpha", "p-m": "grain betas", "p-a": "grain gamma"}
+    await store.upsert(COMMUNITIES, room, records(tied))
+    hits = await store.search(COMMUNITIES, room, "grain", EMBEDDER.embed_one("grain"), 3)
+    assert [h.id for h in hits] == ["p-z", "p-m", "p-a"]
+
+
 async def test_search_limit(store: VectorStore, room: str) -> None:
     vector = EMBEDDER.embed_one("Rome")
     assert len(await store.search(CHUNKS, room, "Rome", vector, 2)) == 2
