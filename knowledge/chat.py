@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dbschema.models import Artifact, AuthorKind, Message, RoomMember, User
 from knowledge.chunking import SourceArtifact, SourceMessage
 from knowledge.errors import NotFoundError
-from knowledge.relational import check_content
+from knowledge.relational import any_integer, check_content
 from knowledge.rooms import get_room, parse_room_id
 
 AGENT_SPEAKER = "Agent"
@@ -269,7 +269,7 @@ async def messages_by_ids(
         .outerjoin(User, User.id == Message.author_id)
         .where(
             Message.room_id == parse_room_id(room_id),
-            Message.id.in_(list(ids)),
+            Message.id == any_integer(ids),
             Message.deleted_at.is_(None),
         )
         .order_by(Message.id)

@@ -63,6 +63,21 @@ def analyze(text: str) -> list[str]:
     return [_stem(w) for w in words(text) if w not in RETRIEVAL_STOPWORDS]
 
 
+# Query time reads the same messages again and again (a question's candidates and their
+# neighbouring turns, the next question's too); analysing them was the larger part of a local
+# query's Python time. Bounded: a few thousand messages' terms.
+@lru_cache(maxsize=20_000)
+def analyzed(text: str) -> tuple[str, ...]:
+    """:func:`analyze`, cached (a tuple: the cached value is shared)."""
+    return tuple(analyze(text))
+
+
+@lru_cache(maxsize=20_000)
+def text_terms(text: str) -> frozenset[str]:
+    """The distinct retrieval terms of a text, cached."""
+    return frozenset(analyzed(text))
+
+
 def term_frequencies(text: str) -> dict[str, int]:
     return dict(Counter(analyze(text)))
 

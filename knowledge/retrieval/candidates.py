@@ -28,9 +28,9 @@ from dbschema.models import RoomChunk
 from knowledge.chat import message_ids_between, messages_by_ids
 from knowledge.graph import RoomGraph
 from knowledge.indexing import message_unit_id, passage_unit_id
-from knowledge.lexical import analyze, bm25_idf
+from knowledge.lexical import analyze, bm25_idf, text_terms
 from knowledge.platform import Platform
-from knowledge.retrieval.query import QueryPlan
+from knowledge.retrieval.query import FormMatcher, QueryPlan
 from knowledge.stores.base import COMMUNITIES, ENTITIES, EVIDENCE, PointFilter, VectorHit
 
 
@@ -203,11 +203,6 @@ async def time_window(ctx: SearchContext) -> CandidateList:
     return found
 
 
-def _form_pattern(forms: Sequence[str]) -> re.Pattern[str]:
-    alternatives = sorted({re.escape(f) for f in forms if f}, key=len, reverse=True)
-    return re.compile(r"(?<![\w])(?:" + "|".join(alternatives) + r")(?![\w])", re.IGNORECASE)
-
-
 def _ngrams(text: str, names: set[str], max_words: int = 4) -> list[str]:
     """Entity names occurring in a text (whole words, up to four words long)."""
     tokens = [t for t in re.findall(r"[^\W_][\w'’-]*", text.lower())]
@@ -338,12 +333,13 @@ async def graph(
         ).all()
         message_ids = sorted({mid for r in rows for mid in (r[1] or [])})
         messages = await messages_by_ids(session, room_id, message_ids)
-    patterns = {name: _form_pattern(forms(name)) for name, _ in top}
+    matchers = {name: FormMatcher(forms(name)) for name, _ in top}
     hits_of: dict[str, list[str]] = {name: [] for name, _ in top}
     for m in messages:
         speaker_key = " ".join(m.speaker.lower().split())
-        for name, pattern in patterns.items():
-            if speaker_key == name or pattern.search(m.content):
+        lowered = m.content.lower()
+        for name, matcher in matchers.items():
+            if speaker_key == name or matcher.names(m.content, lowered):
                 hits_of[name].append(message_unit_id(m.id))
     # A message reached through an entity weighs by how much of the rest of the question it
     # answers: among the many lines that name a protagonist, the ones on the question's topic.
@@ -353,7 +349,7 @@ async def graph(
     topic_total = sum(topic.values())
     relevance: dict[str, float] = {}
     for m in messages:
-        present = set(analyze(m.content))
+        present = text_terms(m.content)
         share = sum(v for t, v in topic.items() if t in present) / topic_total if topic else 0.0
         relevance[message_unit_id(m.id)] = PROVENANCE_FLOOR + (1 - PROVENANCE_FLOOR) * share
     provenance: dict[str, float] = {}

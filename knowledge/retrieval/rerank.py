@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -23,12 +22,12 @@ from typing import Protocol
 
 import httpx
 
-from knowledge.lexical import analyze, bm25_idf
+from knowledge.lexical import analyzed, bm25_idf, text_terms
 from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import RerankOutput
 from knowledge.retrieval.fusion import Fused
-from knowledge.retrieval.query import QueryPlan
+from knowledge.retrieval.query import FormMatcher, QueryPlan
 from knowledge.retrieval.units import Unit
 from knowledge.text import excerpt
 
@@ -80,15 +79,7 @@ class OfflineReranker:
         query_terms = [t for t in dict.fromkeys(plan.terms) if t in self.idf]
         total = sum(self.idf[t] for t in query_terms) or 1.0
         pairs = {(a, b) for a, b in pairwise(plan.terms) if a != b}
-        forms = {
-            name: re.compile(
-                r"(?<!\w)(?:"
-                + "|".join(re.escape(f) for f in sorted(set(fs), key=len)[::-1])
-                + r")(?!\w)",
-                re.IGNORECASE,
-            )
-            for name, fs in plan.entity_forms.items()
-        }
+        forms = {name: FormMatcher(fs) for name, fs in plan.entity_forms.items()}
         clauses = [
             (terms, sum(self.idf[t] for t in terms) or 1.0)
             for c in plan.clauses
@@ -99,18 +90,19 @@ class OfflineReranker:
         times = sorted(i.unit.time.timestamp() for i in items if i.unit.time is not None)
         out = []
         for item in items:
-            terms = analyze(item.unit.text)
-            present = set(terms)
-            around = present | {t for text in item.neighbours for t in analyze(text)}
+            terms = analyzed(item.unit.text)
+            present = text_terms(item.unit.text)
+            around = present.union(*(text_terms(text) for text in item.neighbours))
             coverage = self._coverage(query_terms, total, clauses, present)
             context = self._coverage(query_terms, total, clauses, around)
             phrase = sum(1 for p in pairwise(terms) if p in pairs) / len(pairs) if pairs else 0.0
             phrase = min(1.0, phrase)
             speaker = (item.unit.speaker or "").lower()
+            lowered = item.unit.text.lower()
             entity_hits = sum(
                 1
-                for name, pattern in forms.items()
-                if pattern.search(item.unit.text) or name == speaker
+                for name, matcher in forms.items()
+                if name == speaker or matcher.names(item.unit.text, lowered)
             )
             entities = entity_hits / len(forms) if forms else 0.0
             said_by = 1.0 if speaker in speakers else 0.0
