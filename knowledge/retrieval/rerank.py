@@ -90,12 +90,12 @@ class OfflineReranker:
         times = sorted(i.unit.time.timestamp() for i in items if i.unit.time is not None)
         out = []
         for item in items:
-            terms = analyzed(item.unit.text)
+            words = analyzed(item.unit.text)
             present = text_terms(item.unit.text)
             around = present.union(*(text_terms(text) for text in item.neighbours))
             coverage = self._coverage(query_terms, total, clauses, present)
             context = self._coverage(query_terms, total, clauses, around)
-            phrase = sum(1 for p in pairwise(terms) if p in pairs) / len(pairs) if pairs else 0.0
+            phrase = sum(1 for p in pairwise(words) if p in pairs) / len(pairs) if pairs else 0.0
             phrase = min(1.0, phrase)
             speaker = (item.unit.speaker or "").lower()
             lowered = item.unit.text.lower()
@@ -135,7 +135,7 @@ class OfflineReranker:
         query_terms: list[str],
         total: float,
         clauses: list[tuple[list[str], float]],
-        present: set[str],
+        present: frozenset[str],
     ) -> float:
         """The IDF-weighted share of the question's terms ``present`` has; for a question of
         several clauses, half of it is the share of its best-covered clause (a message that
