@@ -214,14 +214,21 @@ async def retrieve(
     rerank = rerank_choice(platform, options.rerank)
     top_k = max(1, min(top_k, MAX_TOP_K))
     stages: list[StageReport] = []
-    async with platform.session() as session:
-        await get_room(session, room_id)
 
-    # Plan: what the question names.
+    async def room_exists() -> None:
+        async with platform.session() as session:
+            await get_room(session, room_id)
+
+    # Plan: what the question names. (Its reads are independent round trips: together. A
+    # missing room raises its NotFoundError from the gather.)
     t0 = time.perf_counter()
-    timeline_end, speakers = await room_timeline(platform, room_id)
-    aliases = await load_aliases(platform, room_id)
-    names = set(await platform.graph.entity_names(room_id))
+    _, (timeline_end, speakers), aliases, entity_names = await asyncio.gather(
+        room_exists(),
+        room_timeline(platform, room_id),
+        load_aliases(platform, room_id),
+        platform.graph.entity_names(room_id),
+    )
+    names = set(entity_names)
     plan = plan_query(question, names, aliases, speakers, timeline_end)
     aliases_of: dict[str, list[str]] = {}
     for alias, canonical in aliases.items():
