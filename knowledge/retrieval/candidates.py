@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -25,11 +26,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from dbschema.models import RoomChunk
-from knowledge.chat import message_ids_between, messages_by_ids
+from knowledge.chat import CitedMessage, message_ids_between, messages_by_ids
 from knowledge.graph import RoomGraph
 from knowledge.indexing import message_unit_id, passage_unit_id
 from knowledge.lexical import analyze, bm25_idf, text_terms
 from knowledge.platform import Platform
+from knowledge.relational import any_text
 from knowledge.retrieval.query import FormMatcher, QueryPlan
 from knowledge.stores.base import COMMUNITIES, ENTITIES, EVIDENCE, PointFilter, VectorHit
 
@@ -307,9 +309,21 @@ async def graph(
         bridge_terms = [t for form in forms(name) for t in analyze(form)]
         if residual and bridge_terms:
             ranked_by([*dict.fromkeys(bridge_terms), *residual], 0.8)
-    # The expanded queries are independent: one round trip for all of them.
-    results = await platform.vectors.search_lexical_many(
-        EVIDENCE, room_id, [terms for terms, _ in queries], ctx.depth
+    # 2. Provenance: chunks supporting the most (and strongest) entities first.
+    chunk_votes: dict[str, float] = {}
+    for name, w in top:
+        for cid in by_name[name].source_chunk_ids:
+            chunk_votes[cid] = chunk_votes.get(cid, 0.0) + w
+    chunk_ids = [c for c, _ in sorted(chunk_votes.items(), key=lambda kv: -kv[1])][:max_chunks]
+
+    # The expanded queries (one round trip for all of them), the provenance messages and the
+    # question terms' IDF are independent reads: together.
+    results, (rows, messages), idf = await asyncio.gather(
+        platform.vectors.search_lexical_many(
+            EVIDENCE, room_id, [terms for terms, _ in queries], ctx.depth
+        ),
+        _chunk_messages(platform, room_id, chunk_ids),
+        ctx.term_idf(),
     )
     for (_, weight), hits in zip(queries, results, strict=True):
         best = max((h.score for h in hits), default=1.0) or 1.0
@@ -317,22 +331,6 @@ async def graph(
             expanded[h.id] = max(expanded.get(h.id, 0.0), weight * h.score / best)
     expansion = alias_terms
 
-    # 2. Provenance: chunks supporting the most (and strongest) entities first.
-    chunk_votes: dict[str, float] = {}
-    for name, w in top:
-        for cid in by_name[name].source_chunk_ids:
-            chunk_votes[cid] = chunk_votes.get(cid, 0.0) + w
-    chunk_ids = [c for c, _ in sorted(chunk_votes.items(), key=lambda kv: -kv[1])][:max_chunks]
-    async with platform.session() as session:
-        rows = (
-            await session.execute(
-                select(RoomChunk.id, RoomChunk.message_ids, RoomChunk.artifact_id).where(
-                    RoomChunk.room_id == room_id, RoomChunk.id.in_(chunk_ids)
-                )
-            )
-        ).all()
-        message_ids = sorted({mid for r in rows for mid in (r[1] or [])})
-        messages = await messages_by_ids(session, room_id, message_ids)
     matchers = {name: FormMatcher(forms(name)) for name, _ in top}
     hits_of: dict[str, list[str]] = {name: [] for name, _ in top}
     for m in messages:
@@ -343,7 +341,6 @@ async def graph(
                 hits_of[name].append(message_unit_id(m.id))
     # A message reached through an entity weighs by how much of the rest of the question it
     # answers: among the many lines that name a protagonist, the ones on the question's topic.
-    idf = await ctx.term_idf()
     named = {t for name, _ in top for form in forms(name) for t in analyze(form)}
     topic = {t: v for t, v in idf.items() if t not in named}
     topic_total = sum(topic.values())
@@ -376,6 +373,23 @@ async def graph(
         f"{len(seeds)} seeds ({', '.join(list(seeds)[:6])}), {len(top)} entities, "
         f"{len(set(expansion))} expansion terms, {len(chunk_ids)} chunks",
     )
+
+
+async def _chunk_messages(
+    platform: Platform, room_id: str, chunk_ids: Sequence[str]
+) -> tuple[list[tuple[str, list[int] | None, str | None]], list[CitedMessage]]:
+    """The chunks' (id, message ids, artifact id) rows and their live messages."""
+    async with platform.session() as session:
+        rows = (
+            await session.execute(
+                select(RoomChunk.id, RoomChunk.message_ids, RoomChunk.artifact_id).where(
+                    RoomChunk.room_id == room_id, RoomChunk.id == any_text(chunk_ids)
+                )
+            )
+        ).all()
+        message_ids = sorted({mid for r in rows for mid in (r[1] or [])})
+        messages = await messages_by_ids(session, room_id, message_ids)
+    return [(cid, mids, artifact) for cid, mids, artifact in rows], messages
 
 
 async def reports(
