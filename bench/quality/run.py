@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,13 +106,18 @@ async def run_set(platform, golden: GoldenSet, per_question: bool) -> dict:  # t
             session, room.id, golden.rows, platform.settings.max_message_chars
         )
         for artifact in golden.artifacts:
-            await create_artifact(
+            created = await create_artifact(
                 session,
                 room.id,
                 artifact["title"],
                 artifact["content"],
                 platform.settings.max_artifact_chars,
             )
+            if artifact.get("time"):
+                # Shared when the message that shares it was said (the set's README), not when
+                # the bench runs: an artifact dated today would be the newest unit of the room.
+                shared = datetime.fromisoformat(artifact["time"])
+                created.created_at = created.updated_at = shared
         await session.commit()
         ids = (
             (
