@@ -257,7 +257,9 @@ async def graph(
                 seeds.setdefault(hit.id, 0.4 / (1 + rank))
     if not seeds:
         return CandidateList(signal, note="no entity matched")
-    sub = await platform.graph.neighbourhood(room_id, list(seeds), hops=1, limit=40)
+    sub = await platform.graph.neighbourhood(
+        room_id, list(seeds), hops=1, limit=40, provenance=False
+    )
     by_name = {e.name: e for e in sub.entities}
     weights = {name: w for name, w in seeds.items() if name in by_name}
     # Neighbours weigh by their relationship to the seeds, relative to the strongest one.
@@ -309,20 +311,23 @@ async def graph(
         bridge_terms = [t for form in forms(name) for t in analyze(form)]
         if residual and bridge_terms:
             ranked_by([*dict.fromkeys(bridge_terms), *residual], 0.8)
-    # 2. Provenance: chunks supporting the most (and strongest) entities first.
-    chunk_votes: dict[str, float] = {}
-    for name, w in top:
-        for cid in by_name[name].source_chunk_ids:
-            chunk_votes[cid] = chunk_votes.get(cid, 0.0) + w
-    chunk_ids = [c for c, _ in sorted(chunk_votes.items(), key=lambda kv: -kv[1])][:max_chunks]
 
-    # The expanded queries (one round trip for all of them), the provenance messages and the
-    # question terms' IDF are independent reads: together.
-    results, (rows, messages), idf = await asyncio.gather(
+    # 2. Provenance: the chunks supporting the most (and strongest) entities (chosen in the
+    # store: a busy entity has thousands), and their messages.
+    async def provenance_messages() -> tuple[
+        dict[str, float], list[tuple[str, list[int] | None, str | None]], list[CitedMessage]
+    ]:
+        votes = dict(await platform.graph.top_source_chunks(room_id, top, max_chunks))
+        rows, messages = await _chunk_messages(platform, room_id, list(votes))
+        return votes, rows, messages
+
+    # The expanded queries (one round trip for all of them), the provenance and the question
+    # terms' IDF are independent reads: together.
+    results, (chunk_votes, rows, messages), idf = await asyncio.gather(
         platform.vectors.search_lexical_many(
             EVIDENCE, room_id, [terms for terms, _ in queries], ctx.depth
         ),
-        _chunk_messages(platform, room_id, chunk_ids),
+        provenance_messages(),
         ctx.term_idf(),
     )
     for (_, weight), hits in zip(queries, results, strict=True):
@@ -371,7 +376,7 @@ async def graph(
         signal,
         [Candidate(u, s) for u, s in ranked],
         f"{len(seeds)} seeds ({', '.join(list(seeds)[:6])}), {len(top)} entities, "
-        f"{len(set(expansion))} expansion terms, {len(chunk_ids)} chunks",
+        f"{len(set(expansion))} expansion terms, {len(chunk_votes)} chunks",
     )
 
 

@@ -108,9 +108,19 @@ class GraphStore(Protocol):
         ...
 
     async def neighbourhood(
-        self, room_id: str, seeds: Sequence[str], hops: int, limit: int
+        self, room_id: str, seeds: Sequence[str], hops: int, limit: int, provenance: bool = True
     ) -> RoomGraph:
-        """Entities within ``hops`` of the seeds (at most ``limit``) and the edges among them."""
+        """Entities within ``hops`` of the seeds (at most ``limit``) and the edges among them;
+        without ``provenance``, with no source chunk ids (a busy entity has thousands: the
+        graph generator asks :meth:`top_source_chunks` for the few it needs)."""
+        ...
+
+    async def top_source_chunks(
+        self, room_id: str, weights: Sequence[tuple[str, float]], limit: int
+    ) -> list[tuple[str, float]]:
+        """The ``limit`` chunks that support the weighted entities most, with their votes (the
+        sum of the weights of the entities each supports), best first; ties by the first entity
+        (in ``weights`` order) that lists it, then its place in that entity's list."""
         ...
 
     async def replace_communities(self, room_id: str, communities: Sequence[Community]) -> None: ...

@@ -289,6 +289,35 @@ LIMIT $budget
 RETURN collect(name) AS rows
 """
 
+# Without provenance (no source chunk ids): what the graph generator reads.
+READ_NAMED_ENTITIES_BARE = """
+UNWIND $names AS name
+MATCH (e:Entity {room_id: $room_id, name: name})
+RETURN collect(e {.name, .display_name, .type, .description, .mentions}) AS rows
+"""
+
+READ_AMONG_BARE = """
+UNWIND $names AS name
+MATCH (a:Entity {room_id: $room_id, name: name})-[r:RELATED]->(b:Entity)
+WHERE b.name IN $names
+RETURN collect(r {source: a.name, target: b.name, .weight, .description}) AS rows
+"""
+
+# The chunks supporting the weighted entities most (see GraphStore.top_source_chunks): each
+# chunk's votes, and its first (entity rank, place in that entity's list) for ties.
+TOP_SOURCE_CHUNKS = """
+UNWIND range(0, size($names) - 1) AS rank
+MATCH (e:Entity {room_id: $room_id, name: $names[rank]})
+WITH rank, $weights[rank] AS weight, coalesce(e.source_chunk_ids, []) AS chunks
+UNWIND range(0, size(chunks) - 1) AS place
+WITH chunks[place] AS chunk_id, weight, rank, place
+ORDER BY rank, place
+WITH chunk_id, sum(weight) AS votes, min(rank * 1000000000 + place) AS first
+ORDER BY votes DESC, first
+LIMIT $limit
+RETURN collect([chunk_id, votes]) AS rows
+"""
+
 READ_AMONG = """
 UNWIND $names AS name
 MATCH (a:Entity {room_id: $room_id, name: name})-[r:RELATED]->(b:Entity)
@@ -591,7 +620,7 @@ class Neo4jGraphStore:
         return sorted((str(a), str(b)) for a, b in rows)
 
     async def neighbourhood(
-        self, room_id: str, seeds: Sequence[str], hops: int, limit: int
+        self, room_id: str, seeds: Sequence[str], hops: int, limit: int, provenance: bool = True
     ) -> RoomGraph:
         # As in the PostgreSQL store: the (deduplicated) seeds come first and count against the
         # limit, known or not; the walk adds entities level by level, stronger ties first.
@@ -604,8 +633,10 @@ class Neo4jGraphStore:
                 found += await _tx_rows(
                     tx, EXPAND, room_id=room_id, seeds=start, hops=hops, budget=budget
                 )
-            entities = await _tx_rows(tx, READ_NAMED_ENTITIES, room_id=room_id, names=found)
-            rels = await _tx_rows(tx, READ_AMONG, room_id=room_id, names=found)
+            read_entities = READ_NAMED_ENTITIES if provenance else READ_NAMED_ENTITIES_BARE
+            read_among = READ_AMONG if provenance else READ_AMONG_BARE
+            entities = await _tx_rows(tx, read_entities, room_id=room_id, names=found)
+            rels = await _tx_rows(tx, read_among, room_id=room_id, names=found)
             order = {name: i for i, name in enumerate(found)}
             return RoomGraph(
                 entities=sorted(map(_entity, entities), key=lambda e: order[e.name]),
@@ -613,6 +644,26 @@ class Neo4jGraphStore:
             )
 
         result: RoomGraph = await self._read_tx(read)
+        return result
+
+    async def top_source_chunks(
+        self, room_id: str, weights: Sequence[tuple[str, float]], limit: int
+    ) -> list[tuple[str, float]]:
+        if not weights or limit <= 0:
+            return []
+
+        async def read(tx: AsyncManagedTransaction) -> list[tuple[str, float]]:
+            rows = await _tx_rows(
+                tx,
+                TOP_SOURCE_CHUNKS,
+                room_id=room_id,
+                names=[name for name, _ in weights],
+                weights=[float(weight) for _, weight in weights],
+                limit=limit,
+            )
+            return [(str(cid), float(votes)) for cid, votes in rows]
+
+        result: list[tuple[str, float]] = await self._read_tx(read)
         return result
 
     async def visual_subgraph(self, room_id: str, limit: int) -> RoomGraph:

@@ -42,6 +42,21 @@ def _relationship(row: Any) -> Relationship:
     )
 
 
+# The columns of a neighbourhood read without provenance.
+_NEIGHBOURHOOD_ENTITY = (
+    GraphEntity.name,
+    GraphEntity.display_name,
+    GraphEntity.type,
+    GraphEntity.description,
+    GraphEntity.mentions,
+)
+_NEIGHBOURHOOD_RELATIONSHIP = (
+    GraphRelationship.source,
+    GraphRelationship.target,
+    GraphRelationship.weight,
+    GraphRelationship.description,
+)
+
 _ENTITY_COLUMNS = ("display_name", "type", "description", "source_chunk_ids", "mentions")
 _RELATIONSHIP_COLUMNS = ("description", "weight", "source_chunk_ids")
 
@@ -292,7 +307,7 @@ class PostgresGraphStore:
         return sorted((str(a), str(b)) for a, b in rows)
 
     async def neighbourhood(
-        self, room_id: str, seeds: Sequence[str], hops: int, limit: int
+        self, room_id: str, seeds: Sequence[str], hops: int, limit: int, provenance: bool = True
     ) -> RoomGraph:
         found: list[str] = list(dict.fromkeys(seeds))[:limit]
         frontier = set(found)
@@ -325,16 +340,20 @@ class PostgresGraphStore:
             # One array parameter: an IN list of thousands of names (the reports step reads
             # whole communities this way) costs more to compile than to run.
             among = any_text(found)
+            entity_columns = _NEIGHBOURHOOD_ENTITY if not provenance else (GraphEntity,)
+            relationship_columns = (
+                _NEIGHBOURHOOD_RELATIONSHIP if not provenance else (GraphRelationship,)
+            )
             entities = (
                 await conn.execute(
-                    select(GraphEntity).where(
+                    select(*entity_columns).where(
                         GraphEntity.room_id == room_id, GraphEntity.name == among
                     )
                 )
             ).all()
             rels = (
                 await conn.execute(
-                    select(GraphRelationship)
+                    select(*relationship_columns)
                     .where(
                         GraphRelationship.room_id == room_id,
                         GraphRelationship.source == among,
@@ -348,6 +367,34 @@ class PostgresGraphStore:
             entities=sorted((_entity(r) for r in entities), key=lambda e: order[e.name]),
             relationships=[_relationship(r) for r in rels],
         )
+
+    async def top_source_chunks(
+        self, room_id: str, weights: Sequence[tuple[str, float]], limit: int
+    ) -> list[tuple[str, float]]:
+        if not weights or limit <= 0:
+            return []
+        sql = text(
+            """
+            -- Summed in rank order, as the generator adds them: a float sum in another order
+            -- can differ in its last bit and break a tie the other way.
+            SELECT c.chunk_id, sum(w.weight ORDER BY w.rank) AS votes
+            FROM unnest(CAST(:names AS text[]), CAST(:weights AS float8[]))
+                 WITH ORDINALITY AS w(name, weight, rank)
+            JOIN graph_entities e ON e.room_id = :room_id AND e.name = w.name
+            CROSS JOIN LATERAL unnest(e.source_chunk_ids) WITH ORDINALITY AS c(chunk_id, place)
+            GROUP BY c.chunk_id
+            ORDER BY votes DESC, min(ARRAY[w.rank, c.place])
+            LIMIT :limit
+            """
+        )
+        params = {
+            "room_id": room_id,
+            "names": [name for name, _ in weights],
+            "weights": [float(weight) for _, weight in weights],
+            "limit": limit,
+        }
+        async with self.engine.connect() as conn:
+            return [(str(cid), float(votes)) for cid, votes in await conn.execute(sql, params)]
 
     async def replace_communities(self, room_id: str, communities: Sequence[Community]) -> None:
         async with self.engine.begin() as conn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -258,6 +259,50 @@ async def test_neighbourhood_limit(graph_store: GraphStore, room: str) -> None:
     # The limit bounds the seeds too.
     sub = await graph_store.neighbourhood(room, ["alpha", "beta", "gamma"], hops=1, limit=2)
     assert names(sub) == {"alpha", "beta"}
+
+
+async def test_neighbourhood_without_provenance_is_the_same_minus_chunk_ids(
+    graph_store: GraphStore, room: str
+) -> None:
+    full = await graph_store.neighbourhood(room, ["alpha", "delta"], hops=1, limit=10)
+    bare = await graph_store.neighbourhood(
+        room, ["alpha", "delta"], hops=1, limit=10, provenance=False
+    )
+    assert [e.name for e in bare.entities] == [e.name for e in full.entities]
+    assert bare.entities == [replace(e, source_chunk_ids=[]) for e in full.entities]
+    assert canonical(bare)[1] == [replace(r, source_chunk_ids=[]) for r in canonical(full)[1]]
+
+
+async def test_top_source_chunks_sum_the_weights_of_the_entities_they_support(
+    graph_store: GraphStore,
+) -> None:
+    room = new_room()
+    await graph_store.replace_graph(
+        room,
+        RoomGraph(
+            entities=[
+                entity("alpha", chunks=("k9", "k1", "k2", "k7")),
+                entity("beta", chunks=("k2", "k3", "k1")),
+                entity("gamma", chunks=("k3", "k8")),
+            ],
+            relationships=[],
+        ),
+    )
+    weights = [("alpha", 1.0), ("beta", 0.5), ("gamma", 0.5), ("nobody", 2.0)]
+    top = await graph_store.top_source_chunks(room, weights, 10)
+    # k1, k2: alpha + beta; then the ties at 1.0 (alpha's own k9 and k7, beta + gamma's k3) by
+    # their first entity and place in its list; gamma's own k8 last.
+    assert top == [
+        ("k1", 1.5),
+        ("k2", 1.5),
+        ("k9", 1.0),
+        ("k7", 1.0),
+        ("k3", 1.0),
+        ("k8", 0.5),
+    ]
+    assert await graph_store.top_source_chunks(room, weights, 2) == [("k1", 1.5), ("k2", 1.5)]
+    assert await graph_store.top_source_chunks(room, [], 5) == []
+    assert await graph_store.top_source_chunks(new_room(), weights, 5) == []
 
 
 # --- communities and reports --------------------------------------------------------------------
