@@ -316,26 +316,36 @@ class PostgresGraphStore:
             for _ in range(hops):
                 if not frontier or len(found) >= limit:
                     break
-                rows = (
-                    await conn.execute(
-                        select(GraphRelationship.source, GraphRelationship.target)
-                        .where(
-                            GraphRelationship.room_id == room_id,
-                            or_(
-                                GraphRelationship.source.in_(frontier),
-                                GraphRelationship.target.in_(frontier),
-                            ),
-                        )
-                        .order_by(GraphRelationship.weight.desc(), GraphRelationship.source)
+                ties = (
+                    select(GraphRelationship.source, GraphRelationship.target)
+                    .where(
+                        GraphRelationship.room_id == room_id,
+                        or_(
+                            GraphRelationship.source == any_text(frontier),
+                            GraphRelationship.target == any_text(frontier),
+                        ),
                     )
-                ).all()
+                    .order_by(
+                        GraphRelationship.weight.desc(),
+                        GraphRelationship.source,
+                        GraphRelationship.target,
+                    )
+                )
                 next_frontier: set[str] = set()
-                for source, target in rows:
-                    for name in (source, target):
-                        if name not in seen and len(found) < limit:
-                            seen.add(name)
-                            found.append(name)
-                            next_frontier.add(name)
+                # In pages, strongest first, until the limit is reached: a hub of a large room
+                # has thousands of ties, and only the first few add entities.
+                page, offset = max(64, 4 * limit), 0
+                while len(found) < limit:
+                    rows = (await conn.execute(ties.limit(page).offset(offset))).all()
+                    for source, target in rows:
+                        for name in (source, target):
+                            if name not in seen and len(found) < limit:
+                                seen.add(name)
+                                found.append(name)
+                                next_frontier.add(name)
+                    if len(rows) < page:
+                        break
+                    offset += page
                 frontier = next_frontier
             # One array parameter: an IN list of thousands of names (the reports step reads
             # whole communities this way) costs more to compile than to run.
