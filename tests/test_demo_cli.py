@@ -23,15 +23,24 @@ def demo_dir():  # type: ignore[no-untyped-def]
 def _run_demo(data_dir: Path) -> str:
     env = {**os.environ, "COAGENT_DATA_DIR": str(data_dir)}
     env.pop("DAGSTER_HOME", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "coagent.cli", "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    # Output to files, not pipes: the `tail -F` processes of Dagster's compute-log capture can
+    # outlive the demo by a moment holding its stdout, and their watcher waits for the demo's
+    # pid to vanish, which a zombie never does until it is waited for: reading pipes to EOF
+    # deadlocked (seen once, on a slow day).
+    out, err = data_dir.parent / f"{data_dir.name}.out", data_dir.parent / f"{data_dir.name}.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        result = subprocess.run(
+            [sys.executable, "-m", "coagent.cli", "demo"],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            timeout=600,
+        )
+    output, errors = out.read_text(), err.read_text()
+    out.unlink()
+    err.unlink()
+    assert result.returncode == 0, output + errors
+    return output
 
 
 def test_demo_builds_the_sample_room_and_a_second_run_extracts_nothing(demo_dir: Path) -> None:

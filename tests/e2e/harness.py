@@ -3,6 +3,7 @@ and ``coagent dev`` (API + Dagster webserver + daemon with the events sensor).""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -77,6 +78,31 @@ class RedisServer:
             self.process.wait(timeout=20)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap_group(pgid: int, grace: float = 5.0) -> None:
+    """Whatever of the group outlived its leader (``dagster dev``'s daemon and code server,
+    ``coagent serve`` and ``worker`` were seen to, after a bench run): the leader's own
+    shutdown of its children gets ``grace`` seconds, then SIGTERM, then SIGKILL."""
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        if sig is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+        deadline = time.monotonic() + grace
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _group_alive(pgid):
+            return
+
+
 @dataclass
 class Platform:
     """``coagent dev`` on free ports with its own data dir."""
@@ -135,13 +161,15 @@ class Platform:
         return self.log_path.read_text()[-6000:] if self.log_path else ""
 
     def stop_processes(self) -> None:
-        """Stop ``coagent dev`` (Redis and the data dir stay)."""
+        """Stop ``coagent dev`` and every process of its group (Redis and the data dir stay)."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process:
+            _reap_group(self.process.pid)
 
     def wait_exit(self, timeout: float) -> int:
         """``coagent dev``'s exit code, once it has exited by itself."""
