@@ -275,11 +275,11 @@ async def retrieve(
     # Together: each is a few round trips to the stores, and a round trip costs more waiting
     # than Python (about 1 ms each through the async driver), so their waits overlap. (Stage
     # times then overlap too: each is its generator's wall time.)
-    reports: list[list[StageReport]] = [[] for _ in jobs]
+    job_stages: list[list[StageReport]] = [[] for _ in jobs]
     lists += await asyncio.gather(
-        *(_timed(report, name, job()) for report, (name, job) in zip(reports, jobs, strict=True))
+        *(_timed(own, name, job()) for own, (name, job) in zip(job_stages, jobs, strict=True))
     )
-    stages += [stage for report in reports for stage in report]  # in the jobs' order
+    stages += [stage for own in job_stages for stage in own]  # in the jobs' order
     if options.reports and "reports" in enabled:
         lists.append(await _timed(stages, "reports", gen.reports(ctx, aliases_of, names)))
 

@@ -289,20 +289,6 @@ LIMIT $budget
 RETURN collect(name) AS rows
 """
 
-# Without provenance (no source chunk ids): what the graph generator reads.
-READ_NAMED_ENTITIES_BARE = """
-UNWIND $names AS name
-MATCH (e:Entity {room_id: $room_id, name: name})
-RETURN collect(e {.name, .display_name, .type, .description, .mentions}) AS rows
-"""
-
-READ_AMONG_BARE = """
-UNWIND $names AS name
-MATCH (a:Entity {room_id: $room_id, name: name})-[r:RELATED]->(b:Entity)
-WHERE b.name IN $names
-RETURN collect(r {source: a.name, target: b.name, .weight, .description}) AS rows
-"""
-
 # The chunks supporting the weighted entities most (see GraphStore.top_source_chunks): each
 # chunk's votes, and its first (entity rank, place in that entity's list) for ties.
 TOP_SOURCE_CHUNKS = """
@@ -364,6 +350,11 @@ PROJECT_SEEDED = PROJECT.replace(
     "     relationshipProperties:",
 )
 
+# Without provenance (no source chunk ids): what the graph generator reads.
+READ_NAMED_ENTITIES_BARE = READ_NAMED_ENTITIES.replace(
+    "properties(e)", "e {.name, .display_name, .type, .description, .mentions}"
+)
+READ_AMONG_BARE = READ_AMONG.replace(", .source_chunk_ids}", "}")
 LEIDEN_SEEDED = LEIDEN.replace("gamma: $gamma,", "gamma: $gamma, seedProperty: 'seed',")
 
 DROP_GRAPH = "CALL gds.graph.drop($graph, false) YIELD graphName RETURN graphName"

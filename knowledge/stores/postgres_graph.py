@@ -350,9 +350,9 @@ class PostgresGraphStore:
             # One array parameter: an IN list of thousands of names (the reports step reads
             # whole communities this way) costs more to compile than to run.
             among = any_text(found)
-            entity_columns = _NEIGHBOURHOOD_ENTITY if not provenance else (GraphEntity,)
+            entity_columns = (GraphEntity,) if provenance else _NEIGHBOURHOOD_ENTITY
             relationship_columns = (
-                _NEIGHBOURHOOD_RELATIONSHIP if not provenance else (GraphRelationship,)
+                (GraphRelationship,) if provenance else _NEIGHBOURHOOD_RELATIONSHIP
             )
             entities = (
                 await conn.execute(
