@@ -35,8 +35,7 @@ from knowledge.retrieval.rerank import (
     RerankItem,
 )
 from knowledge.retrieval.timeparse import event_window
-from knowledge.retrieval.units import Unit, load_units, message_id_of, room_timeline
-from knowledge.rooms import get_room
+from knowledge.retrieval.units import Unit, load_units, message_id_of, room_profile
 from knowledge.stores.base import EVIDENCE
 from knowledge.text import excerpt
 
@@ -215,21 +214,15 @@ async def retrieve(
     top_k = max(1, min(top_k, MAX_TOP_K))
     stages: list[StageReport] = []
 
-    async def room_exists() -> None:
-        async with platform.session() as session:
-            await get_room(session, room_id)
-
-    # Plan: what the question names. (Its reads are independent round trips: together. A
+    # Plan: what the question names. (Its two reads are independent round trips: together. A
     # missing room raises its NotFoundError from the gather.)
     t0 = time.perf_counter()
-    _, (timeline_end, speakers), aliases, entity_names = await asyncio.gather(
-        room_exists(),
-        room_timeline(platform, room_id),
-        load_aliases(platform, room_id),
-        platform.graph.entity_names(room_id),
+    profile, entity_names = await asyncio.gather(
+        room_profile(platform, room_id), platform.graph.entity_names(room_id)
     )
+    aliases = profile.aliases
     names = set(entity_names)
-    plan = plan_query(question, names, aliases, speakers, timeline_end)
+    plan = plan_query(question, names, aliases, profile.speakers, profile.last_time)
     aliases_of: dict[str, list[str]] = {}
     for alias, canonical in aliases.items():
         aliases_of.setdefault(canonical, []).append(alias)
@@ -292,20 +285,18 @@ async def retrieve(
     stages.append(StageReport("fusion", len(fused), time.perf_counter() - t0))
     pool = fused[: max(top_k * 6, 60)]
 
-    # Units and their neighbouring turns.
+    # Units and their neighbouring turns (those of units loaded before, by their ids).
     t0 = time.perf_counter()
-    units.update(
-        await load_units(platform, room_id, [f.unit_id for f in pool if f.unit_id not in units])
-    )
 
     def neighbour_ids(unit: Unit) -> list[str]:
         return [message_unit_id(m) for m in (unit.previous_id, unit.next_id) if m is not None]
 
-    wanted_neighbours = {
-        uid for f in pool if f.unit_id in units for uid in neighbour_ids(units[f.unit_id])
-    }
+    missing = [f.unit_id for f in pool if f.unit_id not in units]
+    missing += [uid for f in pool if f.unit_id in units for uid in neighbour_ids(units[f.unit_id])]
     units.update(
-        await load_units(platform, room_id, [u for u in wanted_neighbours if u not in units])
+        await load_units(
+            platform, room_id, [u for u in dict.fromkeys(missing) if u not in units], True
+        )
     )
     items = [
         RerankItem(

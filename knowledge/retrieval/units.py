@@ -7,13 +7,15 @@ exists (deleted since the last refresh) or belongs to another room is never retu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
 
-from knowledge.chat import AGENT_SPEAKER, room_speakers
+from knowledge.chat import AGENT_SPEAKER
+from knowledge.errors import NotFoundError
 from knowledge.indexing import message_unit_id, passage_unit_id
 from knowledge.platform import Platform
 from knowledge.rooms import parse_room_id
@@ -44,11 +46,37 @@ def message_id_of(unit_id: str) -> int | None:
     return None
 
 
+#: Driven by the ids (one primary-key probe each), so the plan does not depend on the table's
+#: statistics: a bulk-loaded room has none, and a room-wide scan filtered by id read every
+#: message of the room.
 _MESSAGES_SQL = text(
     """
+    WITH asked AS MATERIALIZED (
+        SELECT m.id FROM unnest(CAST(:ids AS bigint[])) AS x(id) CROSS JOIN LATERAL (
+            SELECT id FROM messages
+            WHERE id = x.id AND room_id = :room_id AND deleted_at IS NULL OFFSET 0
+        ) m
+    ), wanted AS MATERIALIZED (
+        SELECT id FROM asked
+        UNION
+        -- The neighbouring turns too, when asked for (one round trip, not two).
+        SELECT t.id FROM asked a CROSS JOIN LATERAL (
+            (SELECT p.id FROM messages p
+             WHERE p.room_id = :room_id AND p.id < a.id AND p.deleted_at IS NULL
+             ORDER BY p.id DESC LIMIT 1)
+            UNION ALL
+            (SELECT n.id FROM messages n
+             WHERE n.room_id = :room_id AND n.id > a.id AND n.deleted_at IS NULL
+             ORDER BY n.id LIMIT 1)
+        ) t
+        WHERE :neighbours
+    )
     SELECT m.id, m.content, m.created_at, u.full_name, m.author_kind::text,
            prev.id AS previous_id, nxt.id AS next_id
-    FROM messages m
+    FROM wanted w
+    CROSS JOIN LATERAL (
+        SELECT * FROM messages WHERE id = w.id OFFSET 0  -- a fence: one probe per id
+    ) m
     LEFT JOIN users u ON u.id = m.author_id
     LEFT JOIN LATERAL (
         SELECT p.id FROM messages p
@@ -60,7 +88,6 @@ _MESSAGES_SQL = text(
         WHERE n.room_id = m.room_id AND n.id > m.id AND n.deleted_at IS NULL
         ORDER BY n.id LIMIT 1
     ) nxt ON true
-    WHERE m.room_id = :room_id AND m.id = ANY(:ids) AND m.deleted_at IS NULL
     """
 )
 
@@ -74,15 +101,20 @@ _PASSAGES_SQL = text(
 )
 
 
-async def load_units(platform: Platform, room_id: str, unit_ids: Sequence[str]) -> dict[str, Unit]:
-    """The live units of the room among ``unit_ids`` (others are silently absent)."""
+async def load_units(
+    platform: Platform, room_id: str, unit_ids: Sequence[str], neighbours: bool = False
+) -> dict[str, Unit]:
+    """The live units of the room among ``unit_ids`` (others are silently absent), and with
+    ``neighbours`` the messages' neighbouring turns too."""
     room_uuid = parse_room_id(room_id)
     message_ids = sorted({mid for u in unit_ids if (mid := message_id_of(u)) is not None})
     chunk_ids = sorted({u[2:] for u in unit_ids if u.startswith("a:")})
     out: dict[str, Unit] = {}
     async with platform.session() as session:
         if message_ids:
-            rows = await session.execute(_MESSAGES_SQL, {"room_id": room_uuid, "ids": message_ids})
+            rows = await session.execute(
+                _MESSAGES_SQL, {"room_id": room_uuid, "ids": message_ids, "neighbours": neighbours}
+            )
             for mid, content, created_at, name, kind, previous_id, next_id in rows:
                 uid = message_unit_id(mid)
                 out[uid] = Unit(
@@ -112,17 +144,44 @@ async def load_units(platform: Platform, room_id: str, unit_ids: Sequence[str]) 
     return out
 
 
-async def room_timeline(platform: Platform, room_id: str) -> tuple[datetime | None, list[str]]:
-    """The time of the room's last live message and the display names of its speakers."""
+@dataclass(frozen=True)
+class RoomProfile:
+    """What a question is planned against: the room's timeline end, speakers and aliases."""
+
+    #: The time of the room's last live message.
+    last_time: datetime | None
+    #: Display names of the room's members (the people and agents who speak in it), sorted.
+    speakers: list[str]
+    #: alias -> canonical entity name (written by entity resolution).
+    aliases: dict[str, str]
+
+
+_PROFILE_SQL = text(
+    """
+    SELECT
+        (SELECT max(created_at) FROM messages WHERE room_id = r.id AND deleted_at IS NULL),
+        ARRAY(
+            SELECT DISTINCT u.full_name FROM room_members rm JOIN users u ON u.id = rm.user_id
+            WHERE rm.room_id = r.id AND u.full_name <> ''
+        ),
+        (SELECT coalesce(json_object_agg(a.alias, a.canonical), '{}'::json)
+         FROM entity_aliases a WHERE a.room_id = :room_key)
+    FROM rooms r WHERE r.id = :room_id
+    """
+)
+
+
+async def room_profile(platform: Platform, room_id: str) -> RoomProfile:
+    """The room's profile, in one round trip (every question reads it); a room that does not
+    exist is a ``NotFoundError``."""
     room_uuid = parse_room_id(room_id)
     async with platform.session() as session:
-        last = (
-            await session.execute(
-                text(
-                    "SELECT max(created_at) FROM messages WHERE room_id = :r AND deleted_at IS NULL"
-                ),
-                {"r": room_uuid},
-            )
-        ).scalar()
-        names = await room_speakers(session, room_uuid)
-    return last, names
+        row = (
+            await session.execute(_PROFILE_SQL, {"room_id": room_uuid, "room_key": room_id})
+        ).first()
+    if row is None:
+        raise NotFoundError(f"room {room_id} does not exist")
+    last, speakers, aliases = row
+    if isinstance(aliases, str):
+        aliases = json.loads(aliases)
+    return RoomProfile(last, sorted(name for name in speakers if name), dict(aliases))

@@ -423,25 +423,22 @@ class PgVectorStore:
     async def _statistics(
         conn: Any, collection: str, room_id: str, terms: Sequence[str]
     ) -> tuple[int, float, dict[str, int]]:
-        """The room's point count, average length, and each term's document frequency."""
-        room = (
+        """The room's point count, average length, and each term's document frequency.
+
+        One statement (a search pays for it on every query): the room's row, with the terms
+        it has joined on (a room without the terms still gives its row).
+        """
+        rows = (
             await conn.execute(
-                select(LexicalRoom.n_docs, LexicalRoom.total_terms).where(
-                    LexicalRoom.collection == collection, LexicalRoom.room_id == room_id
-                )
+                _STATISTICS_SQL,
+                {"collection": collection, "room_id": room_id, "terms": list(terms)},
             )
-        ).first()
-        if room is None or not room.n_docs:
+        ).all()
+        if not rows or not rows[0].n_docs:
             return 0, 1.0, {}
-        rows = await conn.execute(
-            select(LexicalTerm.term, LexicalTerm.df).where(
-                LexicalTerm.collection == collection,
-                LexicalTerm.room_id == room_id,
-                LexicalTerm.term == any_text(list(terms)),
-            )
-        )
-        avg_len = max(room.total_terms / max(room.n_docs, 1), 1.0)
-        return int(room.n_docs), avg_len, {term: int(count) for term, count in rows}
+        n_docs, total_terms = int(rows[0].n_docs), int(rows[0].total_terms)
+        avg_len = max(total_terms / max(n_docs, 1), 1.0)
+        return n_docs, avg_len, {r.term: int(r.df) for r in rows if r.term is not None}
 
     async def term_stats(
         self, collection: str, room_id: str, terms: Sequence[str]
@@ -457,6 +454,18 @@ class PgVectorStore:
                 result = await conn.execute(delete(model).where(model.room_id == room_id))
                 removed[f"postgres:{model.__tablename__}"] = result.rowcount
         return removed
+
+
+_STATISTICS_SQL = text(
+    """
+    SELECT r.n_docs, r.total_terms, t.term, t.df
+    FROM lexical_rooms r
+    LEFT JOIN lexical_terms t
+      ON t.collection = r.collection AND t.room_id = r.room_id
+     AND t.term = ANY(CAST(:terms AS text[]))
+    WHERE r.collection = :collection AND r.room_id = :room_id
+    """
+)
 
 
 def _filter_sql(where: PointFilter | None, params: dict[str, Any], payload: str) -> str:
