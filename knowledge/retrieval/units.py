@@ -75,7 +75,9 @@ _MESSAGES_SQL = text(
            prev.id AS previous_id, nxt.id AS next_id
     FROM wanted w
     CROSS JOIN LATERAL (
-        SELECT * FROM messages WHERE id = w.id OFFSET 0  -- a fence: one probe per id
+        SELECT * FROM messages
+        WHERE id = w.id AND room_id = :room_id AND deleted_at IS NULL
+        OFFSET 0  -- a fence: one probe per id
     ) m
     LEFT JOIN users u ON u.id = m.author_id
     LEFT JOIN LATERAL (

@@ -20,10 +20,11 @@ from dbschema.models import Artifact, Message
 from knowledge import indexing
 from knowledge.artifacts import create_artifact
 from knowledge.chat import delete_message
-from knowledge.errors import InvalidInputError
+from knowledge.errors import InvalidInputError, NotFoundError
 from knowledge.extraction.fast import FastExtractor
 from knowledge.platform import Platform, open_platform
 from knowledge.retrieval import SIGNALS, Evidence, RetrievalOptions
+from knowledge.retrieval.units import load_units, room_profile
 from knowledge.rooms import parse_room_id
 from knowledge.search import Answer, Mode, Route, answer_question, find_evidence
 from knowledge.settings import Settings
@@ -383,3 +384,44 @@ async def test_evidence_mode_makes_no_llm_call(fake: FakeOpenAI, llm_settings: S
         answered = await answer_question(platform, room, question)
         assert answered.answer.startswith("Answer:")
         assert fake.calls["chat"] >= 2, fake.calls
+
+
+async def test_units_load_with_live_neighbours_of_their_own_room(platform: Platform) -> None:
+    # Room B's messages fall between room A's by id, and one of A's is deleted: a unit's
+    # neighbouring turns are the previous and next live messages of its own room.
+    room_a = await make_room(platform, [("Ann", "a1"), ("Bob", "a2"), ("Ann", "a3")], "units a")
+    room_b = await make_room(platform, [("Cy", "b1"), ("Cy", "b2")], "units b")
+    await add_messages(platform, room_a, [("Bob", "a4"), ("Ann", "a5"), ("Bob", "a6")])
+    ids = await message_ids(platform, room_a)
+    other = await message_ids(platform, room_b)
+    async with platform.session() as session:
+        await delete_message(session, parse_room_id(room_a), ids["a4"])
+        await session.commit()
+
+    def uid(mid: int) -> str:
+        return f"m:{mid}"
+
+    loaded = await load_units(platform, room_a, [uid(ids["a3"])], neighbours=True)
+    assert sorted(u.text for u in loaded.values()) == ["a2", "a3", "a5"]
+    a3 = loaded[uid(ids["a3"])]
+    assert (a3.previous_id, a3.next_id) == (ids["a2"], ids["a5"])
+    assert [u.text for u in (await load_units(platform, room_a, [uid(ids["a3"])])).values()] == [
+        "a3"
+    ]
+    # Another room's message and a deleted one are never loaded, as units or as neighbours.
+    assert await load_units(platform, room_a, [uid(other["b1"]), uid(ids["a4"])], True) == {}
+    # Before a5: the deleted a4, then room B's two; after a3: room B's two, then a4.
+    a5 = (await load_units(platform, room_a, [uid(ids["a5"])], neighbours=True))[uid(ids["a5"])]
+    assert (a5.previous_id, a5.next_id) == (ids["a3"], ids["a6"])
+    edge = await load_units(platform, room_a, [uid(ids["a6"])], neighbours=True)
+    assert sorted(u.text for u in edge.values()) == ["a5", "a6"]
+
+
+async def test_room_profile_reads_the_plan_inputs(platform: Platform) -> None:
+    room = await make_room(platform, [("Ann Lee", "hello"), ("Bob", "hi")], "profile")
+    profile = await room_profile(platform, room)
+    assert profile.speakers == ["Ann Lee", "Bob"]
+    assert profile.aliases == {}
+    assert profile.last_time is not None
+    with pytest.raises(NotFoundError):
+        await room_profile(platform, str(uuid.uuid4()))
