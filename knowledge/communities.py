@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import graspologic_native as gn
 
-from knowledge.graph import Community
+from knowledge.graph import Community, TopologyDigest
 
 WeightedEdge = tuple[str, str, float]
 
@@ -50,22 +50,30 @@ def unused_community_id(
     return cid
 
 
-def graph_fingerprint(
-    nodes: Iterable[str],
-    edges: Iterable[WeightedEdge],
-    seed: int,
-    max_cluster_size: int,
-    resolution: float = 1.0,
-) -> str:
-    """What community detection depends on: the node set, the edge set with weights and the
-    parameters. Equal fingerprints give equal communities, so detection can be skipped."""
-    digest = hashlib.sha256(f"{seed}\x1e{max_cluster_size}\x1e{resolution!r}".encode())
-    for node in sorted(set(nodes)):
-        digest.update(b"\x1en" + node.encode())
+def topology_digest(nodes: Iterable[str], edges: Iterable[WeightedEdge]) -> TopologyDigest:
+    """The digest of a topology read out of the store (stores that cannot digest it where it
+    lives): a hash of the sorted node set and the sorted, canonical weighted edge set."""
+    node_list = sorted(set(nodes))
     canonical = sorted(((a, b) if a <= b else (b, a), float(w)) for a, b, w in edges if a != b)
+    digest = hashlib.sha256()
+    for node in node_list:
+        digest.update(b"\x1en" + node.encode())
     for (a, b), w in canonical:
         digest.update(f"\x1ee{a}\x1f{b}\x1f{w!r}".encode())
-    return digest.hexdigest()[:32]
+    return TopologyDigest(
+        nodes=node_list,
+        total_weight=float(sum(w for _, w in canonical)),
+        digest="sha256:" + digest.hexdigest(),
+    )
+
+
+def graph_fingerprint(
+    digest: TopologyDigest, seed: int, max_cluster_size: int, resolution: float = 1.0
+) -> str:
+    """What community detection depends on: the graph (its store's digest) and the
+    parameters. Equal fingerprints give equal communities, so detection can be skipped."""
+    payload = f"{seed}\x1e{max_cluster_size}\x1e{resolution!r}\x1e{digest.digest}"
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 def leiden_partition(
@@ -247,12 +255,20 @@ def total_weight(edges: Iterable[WeightedEdge]) -> float:
     return float(sum(w for a, b, w in edges if a != b))
 
 
+def arriving_entities(nodes: Iterable[str], previous: Sequence[Community]) -> list[str]:
+    """The entities of the graph no stored community holds (sorted): the ones an incremental
+    update places, and the only ones whose relationships it reads."""
+    placed = {n for c in previous if c.level == 0 for n in c.entity_names}
+    return sorted(set(nodes) - placed)
+
+
 def update_communities(
     room_id: str,
     nodes: Iterable[str],
     edges: Sequence[WeightedEdge],
     previous: Sequence[Community],
     drift_limit: float = DRIFT_LIMIT,
+    weight: float | None = None,
 ) -> list[Community] | None:
     """The previous hierarchy with the graph's new entities placed and its gone ones removed,
     or None when Leiden should run instead (nothing stored, or the drift is over the limit).
@@ -265,18 +281,23 @@ def update_communities(
     singleton community. Edges between entities already placed move nobody until Leiden runs
     again, which it does once the new entities or the new relationship weight since it last
     ran pass ``DRIFT_LIMIT``. Deterministic: the same previous communities and graph give the same result.
+
+    ``edges`` need only hold the relationships of the arriving entities
+    (:func:`arriving_entities`) when ``weight``, the graph's total relationship weight, is
+    given; without it, ``edges`` is the whole graph and the weight is summed from it.
     """
     if not previous:
         return None
     nodes = set(nodes)
     placed = {n for c in previous if c.level == 0 for n in c.entity_names}
-    new = sorted(nodes - placed)
+    new = arriving_entities(nodes, previous)
     gone = placed - nodes
     drift = max(c.drift for c in previous) + len(new) + len(gone)
     if drift > drift_limit * max(len(placed), 1):
         return None
     baseline = max(c.baseline_weight for c in previous)
-    weight = total_weight((a, b, w) for a, b, w in edges if a in nodes and b in nodes)
+    if weight is None:
+        weight = total_weight((a, b, w) for a, b, w in edges if a in nodes and b in nodes)
     if abs(weight - baseline) > drift_limit * baseline or (baseline == 0 and weight > 0):
         return None
 

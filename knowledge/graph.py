@@ -76,6 +76,18 @@ class CommunityReport:
     generated_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class TopologyDigest:
+    """What community detection needs of a graph before it reads the graph: the entity names
+    (sorted), the total relationship weight, and a digest of the nodes and weighted edges
+    (equal graphs give equal digests; any change of a node, an edge or a weight changes it).
+    Each store computes its own digest: compare digests of one store only."""
+
+    nodes: list[str]
+    total_weight: float
+    digest: str
+
+
 @dataclass
 class RoomGraph:
     entities: list[Entity]

@@ -1,7 +1,9 @@
 """Step 4: hierarchical Leiden communities of the room graph.
 
 Delta: the communities are stored with the fingerprint of the graph they were detected on
-(nodes, weighted edges, parameters); an unchanged graph skips detection and writes nothing.
+(the store's digest of its nodes and weighted edges, and the parameters; the digest is
+computed in the store, so no edge is read out to find the graph unchanged); an unchanged graph
+skips detection and writes nothing.
 A small change is applied incrementally (``update_communities``): new entities join the
 stored communities they are most tied to and nobody else moves, so the reports step rewrites
 only the reports of the communities that gained or lost members; only those are written, the
@@ -17,10 +19,10 @@ import time
 from dataclasses import dataclass
 
 from knowledge.communities import (
+    arriving_entities,
     graph_fingerprint,
     hierarchical_communities,
     inherit_ids,
-    total_weight,
     update_communities,
 )
 from knowledge.graph import Community
@@ -48,6 +50,9 @@ class CommunityBuild:
     mode: str = "leiden"
     #: Entities placed or removed incrementally since Leiden last ran.
     drift: int = 0
+    #: Relationships read out of the graph store (counted: the whole graph only when Leiden
+    #: runs; an incremental update reads those of the arriving entities).
+    relationships_read: int = 0
 
 
 async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild:
@@ -55,11 +60,17 @@ async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild
     settings = platform.settings
     seed, max_size = settings.leiden_seed, settings.leiden_max_cluster_size
     previous = await platform.graph.get_communities(room_id)
-    nodes, edges = await platform.graph.topology(room_id)
-    fingerprint = graph_fingerprint(nodes, edges, seed, max_size)
+    # The digest first: the whole topology is read only when Leiden runs (at 100k messages,
+    # reading and hashing it was most of a one-message refresh of this step).
+    topology = await platform.graph.topology_digest(room_id)
+    fingerprint = graph_fingerprint(topology, seed, max_size)
     if previous and all(c.graph_fingerprint == fingerprint for c in previous):
         return _build(previous, previous, started, skipped=True)
-    placed = update_communities(room_id, nodes, edges, previous)
+    arriving = arriving_entities(topology.nodes, previous) if previous else []
+    touching = await platform.graph.relationships_touching(room_id, arriving)
+    placed = update_communities(
+        room_id, topology.nodes, touching, previous, weight=topology.total_weight
+    )
     if placed is not None:
         for community in placed:
             community.graph_fingerprint = fingerprint
@@ -76,11 +87,12 @@ async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild
             max((c.drift for c in placed), default=0),
             max((c.baseline_weight for c in placed), default=0.0),
         )
-        return _build(placed, previous, started, mode="incremental")
+        return _build(placed, previous, started, mode="incremental", read=len(touching))
 
     # A store that runs Leiden itself (Neo4j: GDS) does; otherwise Leiden runs here in Python.
     from knowledge.stores.base import CommunityDetector
 
+    nodes, edges = await platform.graph.topology(room_id)
     if isinstance(platform.graph, CommunityDetector):
         found = await platform.graph.detect_communities(
             room_id, seed=seed, max_cluster_size=max_size, previous=previous
@@ -90,12 +102,14 @@ async def detect_communities(platform: Platform, room_id: str) -> CommunityBuild
         communities = hierarchical_communities(
             room_id, nodes, edges, seed=seed, max_cluster_size=max_size, previous=previous
         )
-    baseline = total_weight(edges)
+    baseline = topology.total_weight
     for community in communities:
         community.graph_fingerprint = fingerprint
         community.baseline_weight = baseline
     await _replace(platform, room_id, previous, communities)
-    return _build(communities, previous, started, warm_start=bool(previous))
+    return _build(
+        communities, previous, started, warm_start=bool(previous), read=len(touching) + len(edges)
+    )
 
 
 def changed_communities(previous: list[Community], current: list[Community]) -> set[str]:
@@ -125,6 +139,7 @@ def _build(
     skipped: bool = False,
     warm_start: bool = False,
     mode: str = "leiden",
+    read: int = 0,
 ) -> CommunityBuild:
     before = {c.id for c in previous}
     kept = sum(1 for c in communities if c.id in before)
@@ -141,4 +156,5 @@ def _build(
         warm_start=warm_start,
         mode="skipped" if skipped else mode,
         drift=max((c.drift for c in communities), default=0),
+        relationships_read=read,
     )

@@ -10,7 +10,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
+from knowledge.graph import (
+    Community,
+    CommunityReport,
+    Entity,
+    Relationship,
+    RoomGraph,
+    TopologyDigest,
+)
 
 CHUNKS = "chunks"
 ENTITIES = "entities"
@@ -99,6 +106,18 @@ class GraphStore(Protocol):
     async def topology(self, room_id: str) -> tuple[list[str], list[tuple[str, str, float]]]:
         """The entity names (sorted) and weighted relationships ``(source, target, weight)``
         of the room, without descriptions or provenance: what community detection reads."""
+        ...
+
+    async def topology_digest(self, room_id: str) -> TopologyDigest:
+        """The room's entity names, total weight and graph digest, without reading the edges
+        out of the store where it can (a refresh checks them before it reads any edge)."""
+        ...
+
+    async def relationships_touching(
+        self, room_id: str, names: Collection[str]
+    ) -> list[tuple[str, str, float]]:
+        """``(source, target, weight)`` of the room's relationships with an end in ``names``,
+        by pair (what placing new entities into stored communities reads)."""
         ...
 
     async def dangling_relationships(self, room_id: str) -> list[tuple[str, str]]:

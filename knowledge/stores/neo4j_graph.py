@@ -51,8 +51,16 @@ from knowledge.communities import (
     community_id,
     previous_assignment,
     starting_communities,
+    topology_digest,
 )
-from knowledge.graph import Community, CommunityReport, Entity, Relationship, RoomGraph
+from knowledge.graph import (
+    Community,
+    CommunityReport,
+    Entity,
+    Relationship,
+    RoomGraph,
+    TopologyDigest,
+)
 from knowledge.settings import Settings
 
 SCHEMA_FILE = Path(dbschema.__file__).resolve().parent / "neo4j" / "schema.cypher"
@@ -598,6 +606,24 @@ class Neo4jGraphStore:
             room_id=room_id,
         )
         return names, sorted((str(a), str(b), float(w)) for a, b, w in rows)
+
+    async def topology_digest(self, room_id: str) -> TopologyDigest:
+        # Digested here, in Python: Cypher has no cheap hash to aggregate in the server.
+        return topology_digest(*await self.topology(room_id))
+
+    async def relationships_touching(
+        self, room_id: str, names: Collection[str]
+    ) -> list[tuple[str, str, float]]:
+        if not names:
+            return []
+        rows = await self._rows(
+            "MATCH (n:Entity {room_id: $room_id}) WHERE n.name IN $names "
+            "MATCH (n)-[r:RELATED]-(:Entity) WITH DISTINCT r "
+            "RETURN collect([startNode(r).name, endNode(r).name, r.weight]) AS rows",
+            room_id=room_id,
+            names=sorted(names),
+        )
+        return sorted((str(a), str(b), float(w)) for a, b, w in rows)
 
     async def dangling_relationships(self, room_id: str) -> list[tuple[str, str]]:
         # An edge always has both nodes; it dangles when an end is another room's entity.

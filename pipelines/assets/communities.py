@@ -32,6 +32,7 @@ def communities(context: AssetExecutionContext, knowledge: KnowledgeResource) ->
             "unchanged": build.unchanged,
             "mode": build.mode,
             "drift": build.drift,
+            "relationships_read": build.relationships_read,
             "largest": build.largest,
             "seconds": round(build.seconds, 3),
             **usage,

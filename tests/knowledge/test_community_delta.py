@@ -81,6 +81,8 @@ async def test_small_change_keeps_every_id_and_rewrites_only_the_touched_report(
 ) -> None:
     first = await detect_communities(platform, room)
     assert first.total == CLUSTERS and first.kept == 0 and not first.warm_start
+    everything = len(clustered_graph().relationships)
+    assert first.relationships_read == everything  # Leiden reads the whole graph
     before = await platform.graph.get_communities(room)
     assert partition(before) == {
         (0, frozenset(f"c{c}-{i}" for i in range(SIZE))) for c in range(CLUSTERS)
@@ -102,6 +104,8 @@ async def test_small_change_keeps_every_id_and_rewrites_only_the_touched_report(
     after = await platform.graph.get_communities(room)
     # A small change: the newcomer is placed, Leiden does not run, nobody else moves.
     assert second.mode == "incremental" and second.drift == 1
+    # ... and reads only the newcomer's relationships, not the graph (counted, not timed).
+    assert second.relationships_read == 2 < everything
     touched = next(c for c in after if "c2-new" in c.entity_names)
     assert set(touched.entity_names) == {f"c2-{i}" for i in range(SIZE)} | {"c2-new"}
     # Every id kept, the touched community's too (it overlaps its old self 6/7).

@@ -204,6 +204,70 @@ async def test_topology_is_the_graph_without_descriptions(
     assert await graph_store.topology(f"{room}-empty") == ([], [])
 
 
+async def test_topology_digest_is_the_graph_s_and_moves_with_every_change(
+    graph_store: GraphStore, room: str
+) -> None:
+    graph = sample_graph()
+    digest = await graph_store.topology_digest(room)
+    assert digest.nodes == sorted(names(graph))
+    assert digest.total_weight == pytest.approx(sum(r.weight for r in graph.relationships))
+    # The same graph, written in another order into another room: the same digest.
+    shuffled = new_room()
+    await graph_store.replace_graph(
+        shuffled,
+        RoomGraph(list(reversed(graph.entities)), list(reversed(graph.relationships))),
+    )
+    assert await graph_store.topology_digest(shuffled) == digest
+    # Descriptions and provenance are not topology.
+    described = new_room()
+    await graph_store.replace_graph(
+        described,
+        RoomGraph(
+            [dataclasses.replace(e, description="other", mentions=1) for e in graph.entities],
+            [dataclasses.replace(r, source_chunk_ids=["k9"]) for r in graph.relationships],
+        ),
+    )
+    assert (await graph_store.topology_digest(described)).digest == digest.digest
+
+    async def digest_of(changed: RoomGraph) -> str:
+        other = new_room()
+        await graph_store.replace_graph(other, changed)
+        return (await graph_store.topology_digest(other)).digest
+
+    reweighed = [rel(r.source, r.target, r.weight + 1e-9) for r in graph.relationships[:1]]
+    changes = {
+        "a weight": RoomGraph(graph.entities, reweighed + graph.relationships[1:]),
+        "an edge gone": RoomGraph(graph.entities, graph.relationships[1:]),
+        "a lone entity": RoomGraph([*graph.entities, entity("omega")], graph.relationships),
+        "an edge moved": RoomGraph(
+            graph.entities, [*graph.relationships[:-1], rel("epsilon", "phi", 1.0)]
+        ),
+    }
+    digests = {what: await digest_of(changed) for what, changed in changes.items()}
+    assert all(d != digest.digest for d in digests.values()), digests
+    assert len(set(digests.values())) == len(digests)
+    empty = await graph_store.topology_digest(f"{room}-empty")
+    assert (empty.nodes, empty.total_weight) == ([], 0.0) and empty.digest != digest.digest
+
+
+async def test_relationships_touching_are_the_edges_of_those_entities(
+    graph_store: GraphStore, room: str
+) -> None:
+    edges = await graph_store.relationships_touching(room, {"alpha", "gamma"})
+    assert sorted(edges) == sorted(
+        [
+            ("alpha", "beta", 3.0),
+            ("beta", "gamma", 2.0),
+            ("delta", "gamma", 2.0),
+            ("alpha", "phi", 1.0),
+        ]
+    )
+    assert await graph_store.relationships_touching(room, {"phi"}) == [("alpha", "phi", 1.0)]
+    assert await graph_store.relationships_touching(room, {"nobody"}) == []
+    assert await graph_store.relationships_touching(room, set()) == []
+    assert await graph_store.relationships_touching(f"{room}-empty", {"alpha"}) == []
+
+
 async def test_graph_without_provenance_is_the_graph_minus_chunk_ids(
     graph_store: GraphStore, room: str
 ) -> None:
