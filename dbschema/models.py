@@ -378,6 +378,9 @@ class GraphMergedEntity(Base):
     descriptions: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     source_chunk_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     mentions: Mapped[int] = mapped_column(Integer)
+    #: type -> mentions of that type (0017): with it the row is the whole state of the merge,
+    #: so new mentions fold into it. None on rows written before; those merge from mentions.
+    type_counts: Mapped[dict[str, int] | None] = mapped_column(JSONB)
 
 
 class GraphMergedRelationship(Base):

@@ -8,7 +8,7 @@ Invariants (DESIGN.md): ``name`` is lower-cased and trimmed, the first-seen casi
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -168,6 +168,22 @@ class GraphMerger:
         _add_unique(self.descriptions.setdefault(key, []), mention.description, MAX_DESCRIPTIONS)
         if chunk_id:
             self.entity_chunks.setdefault(key, {})[chunk_id] = None
+
+    def resume_entity(
+        self,
+        key: str,
+        display_name: str,
+        type_counts: Mapping[str, int],
+        descriptions: Sequence[str],
+        mentions: int,
+    ) -> None:
+        """Start ``key`` from a stored fold of its earlier mentions (a left fold resumes from
+        its state): then adding the later mentions gives what folding them all gives, except
+        that ``entity(key).source_chunk_ids`` holds only the chunks added since."""
+        self.display[key] = display_name
+        self.types[key] = Counter(dict(type_counts))
+        self.descriptions[key] = list(descriptions)
+        self.mentions[key] = mentions
 
     def add_relationship(self, chunk_id: str, mention: RelationshipMention) -> None:
         pair = (mention.source, mention.target)

@@ -30,7 +30,8 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,7 @@ from dbschema.models import (
 from knowledge.chat import room_speakers
 from knowledge.extraction.base import Extraction, ExtractionFailure
 from knowledge.graph import (
+    MAX_DESCRIPTIONS,
     Entity,
     EntityMention,
     GraphMerger,
@@ -113,6 +115,8 @@ class GraphBuild:
     chunks_read: int = 0
     extractions_read: int = 0
     mentions_read: int = 0
+    #: names whose new mentions were folded into their stored merged row (nothing read back)
+    names_folded: int = 0
     #: stored entity / relationship rows written (upserted) and deleted, alias rows written
     #: or deleted, entities summarized by the LLM.
     entities_written: int = 0
@@ -255,7 +259,7 @@ _RELATIONSHIP_MENTION_COLUMNS = (
 )
 _MERGED_ENTITY_COLUMNS = (
     "room_id text, name text, display_name text, type text, descriptions text[], "
-    "source_chunk_ids text[], mentions int"
+    "source_chunk_ids text[], mentions int, type_counts jsonb"
 )
 _MERGED_RELATIONSHIP_COLUMNS = (
     "room_id text, source text, target text, weight float8, descriptions text[], "
@@ -312,7 +316,7 @@ def _mention_rows(
     )
 
 
-def _merged_entity_row(room_id: str, e: Entity) -> dict[str, Any]:
+def _merged_entity_row(room_id: str, e: Entity, type_counts: Mapping[str, int]) -> dict[str, Any]:
     return {
         "room_id": room_id,
         "name": e.name,
@@ -321,6 +325,7 @@ def _merged_entity_row(room_id: str, e: Entity) -> dict[str, Any]:
         "descriptions": list(e.descriptions),
         "source_chunk_ids": list(e.source_chunk_ids),
         "mentions": e.mentions,
+        "type_counts": dict(type_counts),
     }
 
 
@@ -617,7 +622,7 @@ async def _full_build(platform: Platform, room_id: str) -> GraphBuild:
             session,
             "graph_merged_entities",
             _MERGED_ENTITY_COLUMNS,
-            [_merged_entity_row(room_id, e) for e in graph.entities],
+            [_merged_entity_row(room_id, e, merger.types[e.name]) for e in graph.entities],
         )
         await _insert_rows(
             session,
@@ -686,6 +691,8 @@ class _Merged:
     names: set[str] = field(default_factory=set)
     pairs: set[tuple[str, str]] = field(default_factory=set)
     mentions_read: int = 0
+    #: Names whose new mentions were folded into their stored row (none read back).
+    names_folded: int = 0
 
 
 async def _apply_chunks(
@@ -699,14 +706,27 @@ async def _apply_chunks(
     mentions of ``merged_now`` (chunk id -> (position, extraction)), and merge again the names
     and pairs they touch, from their mentions in chunk order."""
     out = _Merged()
+    gone_mentions: dict[str, _GoneMentions] = {}
     if gone:
         ids = list(gone)
         rows = await session.execute(
             delete(GraphEntityMention)
             .where(GraphEntityMention.room_id == room_id, GraphEntityMention.chunk_id.in_(ids))
-            .returning(GraphEntityMention.name)
+            .returning(
+                GraphEntityMention.name,
+                GraphEntityMention.chunk_id,
+                GraphEntityMention.type,
+                GraphEntityMention.description,
+            )
         )
-        out.names.update(rows.scalars())
+        for name, chunk_id, kind, description in rows:
+            left = gone_mentions.setdefault(name, _GoneMentions())
+            left.count += 1
+            left.types[kind] += 1
+            left.chunks.add(chunk_id)
+            if description:
+                left.descriptions.add(description)
+        out.names.update(gone_mentions)
         rel_rows = await session.execute(
             delete(GraphRelationshipMention)
             .where(
@@ -766,40 +786,218 @@ async def _apply_chunks(
             _RELATIONSHIP_MENTION_COLUMNS,
             rel_mention_rows,
         )
-    await _merge_names(session, room_id, out)
+    # The names' new mentions, in chunk order (the order the fold takes them in).
+    arriving: dict[str, list[tuple[str, str, EntityMention]]] = {}
+    for chunk_id, (position, extraction) in sorted(
+        merged_now.items(), key=lambda item: (item[1][0], item[0])
+    ):
+        for mention in extraction_mentions(extraction)[0]:
+            arriving.setdefault(mention.name, []).append((position, chunk_id, mention))
+    await _merge_names(session, room_id, out, gone_mentions, arriving)
     await _merge_pairs(session, room_id, out)
     return out
 
 
-async def _merge_names(session: AsyncSession, room_id: str, out: _Merged) -> None:
+#: The merged row of each name from its mentions, in the server: the same fold as
+#: ``GraphMerger.add_entity`` (display name of the first mention; type the most counted one
+#: other than ENTITY, ties to the first by code point; the first ``MAX_DESCRIPTIONS`` distinct
+#: non-empty descriptions and the distinct chunks, in first-mention order), over the mentions
+#: in chunk order. A busy entity has tens of thousands of mentions at 100k messages: shipping
+#: them to Python to fold them was most of a one-message refresh of this step.
+_MERGE_NAMES_SQL = f"""
+WITH m AS MATERIALIZED (
+  SELECT name, chunk_id, display_name, type, description,
+         row_number() OVER (PARTITION BY name ORDER BY position, chunk_id, seq) AS i
+  FROM graph_entity_mentions
+  WHERE room_id = :room AND name = ANY(CAST(:names AS text[]))
+), heads AS (
+  SELECT name, display_name FROM m WHERE i = 1
+), counted AS (
+  SELECT name, count(*) AS mentions FROM m GROUP BY name
+), typed AS (
+  SELECT name, type, count(*) AS n FROM m GROUP BY name, type
+), types AS (
+  SELECT DISTINCT ON (name) name, type FROM typed
+  ORDER BY name, (type = 'ENTITY'), n DESC, type COLLATE "C"
+), type_counts AS (
+  SELECT name, jsonb_object_agg(type, n) AS counts FROM typed GROUP BY name
+), descriptions AS (
+  SELECT name, (array_agg(description ORDER BY first))[1:{MAX_DESCRIPTIONS}] AS descriptions
+  FROM (
+    SELECT name, description, min(i) AS first FROM m WHERE description <> ''
+    GROUP BY name, description
+  ) d
+  GROUP BY name
+), chunks AS (
+  SELECT name, array_agg(chunk_id ORDER BY first) AS chunk_ids
+  FROM (
+    SELECT name, chunk_id, min(i) AS first FROM m WHERE chunk_id <> '' GROUP BY name, chunk_id
+  ) c
+  GROUP BY name
+)
+INSERT INTO graph_merged_entities
+  (room_id, name, display_name, type, descriptions, source_chunk_ids, mentions, type_counts)
+SELECT :room, h.name, h.display_name, t.type, coalesce(d.descriptions, '{{}}'),
+       coalesce(c.chunk_ids, '{{}}'), n.mentions, k.counts
+FROM heads h JOIN counted n USING (name) JOIN types t USING (name) JOIN type_counts k USING (name)
+LEFT JOIN descriptions d USING (name) LEFT JOIN chunks c USING (name)
+RETURNING mentions
+"""
+
+
+#: How many of a merged entity's last chunk ids are read to take re-chunked tail chunks back
+#: out of it (more gone chunks of one name than this: that name is merged from its mentions).
+_TAIL = 8
+
+_MERGED_STATE_SQL = f"""
+SELECT name, display_name, type_counts, descriptions, mentions,
+       coalesce(array_length(source_chunk_ids, 1), 0) AS n_chunks,
+       source_chunk_ids[greatest(coalesce(array_length(source_chunk_ids, 1), 0) - {_TAIL} + 1, 1):]
+         AS tail
+FROM graph_merged_entities
+WHERE room_id = :room AND name = ANY(CAST(:names AS text[]))
+"""
+
+_UPDATE_MERGED_SQL = """
+UPDATE graph_merged_entities g
+SET display_name = x.display_name, type = x.type, descriptions = x.descriptions,
+    mentions = x.mentions, type_counts = x.type_counts,
+    source_chunk_ids = g.source_chunk_ids[1:x.keep] || x.added
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+  name text, display_name text, type text, descriptions text[], mentions int,
+  type_counts jsonb, keep int, added text[]
+)
+WHERE g.room_id = :room AND g.name = x.name
+"""
+
+
+@dataclass
+class _GoneMentions:
+    """The mentions of one name that left with the chunks gone."""
+
+    count: int = 0
+    types: Counter[str] = field(default_factory=Counter)
+    chunks: set[str] = field(default_factory=set)
+    descriptions: set[str] = field(default_factory=set)
+
+
+async def _merge_names(
+    session: AsyncSession,
+    room_id: str,
+    out: _Merged,
+    gone: Mapping[str, _GoneMentions],
+    arriving: Mapping[str, list[tuple[str, str, EntityMention]]],
+) -> None:
+    """Merge the touched names again. The merge is a left fold over a name's mentions in
+    chunk order, and the stored row is its whole state (``type_counts`` included); so when a
+    refresh only appends mentions after a name's last chunk (and takes back out mentions of
+    chunks at the end of its chunk list, the tail a new message re-chunks), the new mentions
+    fold into the stored row and nothing is read back. Any other change of a name (a chunk
+    gone from the middle, a gone description the row keeps, a row from before 0017) merges it
+    from all its mentions, in the server."""
     if not out.names:
         return
     names = sorted(out.names)
-    rows = (
+    stored = {
+        r.name: r
+        for r in await session.execute(text(_MERGED_STATE_SQL), {"room": room_id, "names": names})
+    }
+    tails = sorted({cid for r in stored.values() for cid in r.tail})
+    positions = (
+        dict(
+            (
+                await session.execute(
+                    select(GraphBuildChunk.chunk_id, GraphBuildChunk.position).where(
+                        GraphBuildChunk.room_id == room_id, GraphBuildChunk.chunk_id.in_(tails)
+                    )
+                )
+            ).all()
+        )
+        if tails
+        else {}
+    )
+
+    remerge: list[str] = []
+    updates: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+    emptied: list[str] = []
+    for name in names:
+        row = stored.get(name)
+        left = gone.get(name, _GoneMentions())
+        new = arriving.get(name, [])
+        merger = GraphMerger()
+        keep = 0
+        if row is not None:
+            if row.type_counts is None:
+                remerge.append(name)
+                continue
+            tail, k = list(row.tail), len(left.chunks)
+            types = Counter(row.type_counts)
+            types.subtract(left.types)
+            remaining = row.mentions - left.count
+            keep = row.n_chunks - k
+            # The chunk the name's remaining mentions end in, and its position.
+            last = tail[len(tail) - k - 1] if len(tail) > k else None
+            last_position = positions.get(last) if last is not None else None
+            resumable = (
+                k <= len(tail)
+                and set(tail[len(tail) - k :]) == left.chunks  # the gone ones are its tail
+                and not left.descriptions & set(row.descriptions)
+                and min(types.values(), default=0) >= 0
+                and remaining >= 0
+                and (remaining == 0) == (keep == 0)
+                and not any(cid in tail for _, cid, _ in new)
+                and (
+                    remaining == 0
+                    or (
+                        last_position is not None
+                        and all(position > last_position for position, _, _ in new)
+                    )
+                )
+            )
+            if not resumable:
+                remerge.append(name)
+                continue
+            if remaining:
+                merger.resume_entity(
+                    name, row.display_name, +types, list(row.descriptions), remaining
+                )
+        elif left.count:
+            remerge.append(name)  # mentions gone of a name without a row: merge from scratch
+            continue
+        for _, chunk_id, mention in new:
+            merger.add_entity(chunk_id, mention)
+        if name not in merger.display:
+            if row is not None:
+                emptied.append(name)
+            continue
+        entity = merger.entity(name)
+        record = _merged_entity_row(room_id, entity, merger.types[name])
+        if row is None:
+            inserts.append(record)
+        else:
+            del record["source_chunk_ids"], record["room_id"]
+            updates.append({**record, "keep": keep, "added": entity.source_chunk_ids})
+
+    if emptied or remerge:
         await session.execute(
-            text(
-                "SELECT name, chunk_id, display_name, type, description "
-                "FROM graph_entity_mentions WHERE room_id = :room "
-                "AND name = ANY(CAST(:names AS text[])) ORDER BY position, chunk_id, seq"
-            ),
-            {"room": room_id, "names": names},
+            delete(GraphMergedEntity).where(
+                GraphMergedEntity.room_id == room_id,
+                GraphMergedEntity.name.in_([*emptied, *remerge]),
+            )
         )
-    ).all()
-    out.mentions_read += len(rows)
-    merger = GraphMerger()
-    for r in rows:
-        merger.add_entity(r.chunk_id, EntityMention(r.name, r.display_name, r.type, r.description))
-    await session.execute(
-        delete(GraphMergedEntity).where(
-            GraphMergedEntity.room_id == room_id, GraphMergedEntity.name.in_(names)
+    if remerge:
+        merged = await session.execute(
+            text(_MERGE_NAMES_SQL), {"room": room_id, "names": sorted(remerge)}
         )
-    )
-    await _insert_rows(
-        session,
-        "graph_merged_entities",
-        _MERGED_ENTITY_COLUMNS,
-        [_merged_entity_row(room_id, merger.entity(n)) for n in names if n in merger.display],
-    )
+        out.mentions_read += sum(merged.scalars())
+    if updates:
+        await session.execute(
+            text(_UPDATE_MERGED_SQL),
+            {"room": room_id, "rows": json.dumps(updates, ensure_ascii=False)},
+        )
+    await _insert_rows(session, "graph_merged_entities", _MERGED_ENTITY_COLUMNS, inserts)
+    out.names_folded += len(updates) + len(inserts) + len(emptied)
 
 
 async def _merge_pairs(session: AsyncSession, room_id: str, out: _Merged) -> None:
@@ -1160,6 +1358,7 @@ async def _delta_build(
     await _set_state(platform, room_id, speakers, False, entity_types)
     base.update(
         mentions_read=changed.mentions_read,
+        names_folded=changed.names_folded,
         entities_written=len(upsert_entities),
         entities_deleted=len(delete_entities),
         relationships_written=len(upsert_rels),

@@ -17,15 +17,18 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from dbschema.models import Message, UserRole
+from dbschema.models import GraphMergedEntity, Message, UserRole
 from knowledge import chat, courses, rooms, users
+from knowledge.extraction import ExtractedEntity, Extraction
+from knowledge.graph import GraphMerger
 from knowledge.indexing import build_graph, room_aliases, sync_chunks, wipe_room
-from knowledge.indexing.graph import GraphBuild
+from knowledge.indexing.graph import GraphBuild, _apply_chunks, _merge_names, _Merged
 from knowledge.platform import Platform, open_platform
 from knowledge.settings import Settings
 from knowledge.stores.base import ENTITIES
@@ -83,7 +86,30 @@ async def snapshot(platform: Platform, room_id: str) -> dict[str, Any]:
         "relationships": [asdict(r) for r in graph.relationships],
         "aliases": [asdict(a) for a in await room_aliases(platform, room_id)],
         "vectors": await platform.vectors.fingerprints(ENTITIES, room_id),
+        # The build state the next delta starts from: the merged rows, before resolution.
+        "merged": await merged_rows(platform, room_id),
     }
+
+
+async def merged_rows(platform: Platform, room_id: str) -> list[tuple[Any, ...]]:
+    async with platform.session() as session:
+        rows = await session.execute(
+            select(GraphMergedEntity)
+            .where(GraphMergedEntity.room_id == room_id)
+            .order_by(GraphMergedEntity.name)
+        )
+        return [
+            (
+                r.name,
+                r.display_name,
+                r.type,
+                r.type_counts,
+                r.descriptions,
+                r.source_chunk_ids,
+                r.mentions,
+            )
+            for r in rows.scalars()
+        ]
 
 
 def _diff(delta: dict[str, Any], full: dict[str, Any]) -> str:
@@ -293,3 +319,126 @@ async def test_a_refresh_after_one_message_reads_a_constant_number_of_chunks(
     assert again.mode == "unchanged"
     assert again.chunks_read == again.extractions_read == again.entities_written == 0
     assert again.entities == after.entities and again.relationships == after.relationships
+
+
+def _extraction(*entities: tuple[str, str, str]) -> Extraction:
+    return Extraction(
+        entities=[ExtractedEntity(name=n, type=t, description=d) for n, t, d in entities]
+    )
+
+
+# (chunk id, position, extraction): chunk ids sort against their positions. Every rule of the
+# merge is exercised: first display by chunk position (not by chunk id), the most counted
+# specific type with ties to the first by code point, ENTITY only when nothing else, the first
+# five distinct non-empty descriptions, distinct chunks in first-mention order, and a name
+# said twice in one chunk.
+MERGE_CHUNKS = [
+    ("c-z", "m0001", _extraction(("Atlas", "project", "one"), ("neo", "ENTITY", ""))),
+    ("c-y", "m0002", _extraction(("ATLAS", "PRODUCT", "two"), ("Neo", "entity", "n"))),
+    ("c-x", "m0003", _extraction(("atlas", "ENTITY", "one"), ("atlas", "PROJECT", "three"))),
+    ("c-w", "m0004", _extraction(("Atlas", "PRODUCT", "four"), ("Atlas", "ENTITY", ""))),
+    ("c-v", "m0005", _extraction(("Atlas", "ENTITY", "five"), ("Solo", "place", "six"))),
+    ("c-u", "m0006", _extraction(("atlas", "ENTITY", "six"), ("Atlas", "ENTITY", "seven"))),
+]
+
+
+async def _apply(
+    platform: Platform,
+    room_id: str,
+    chunks: list[tuple[str, str, Extraction]],
+    gone: tuple[str, ...] = (),
+) -> Any:
+    new = [SimpleNamespace(id=cid, position=pos, text="") for cid, pos, _ in chunks]
+    async with platform.session() as session:
+        merged = await _apply_chunks(
+            session, room_id, list(gone), new, {cid: (pos, ext) for cid, pos, ext in chunks}
+        )
+        await session.commit()
+    return merged
+
+
+def _folded(chunks: list[tuple[str, str, Extraction]]) -> list[tuple[Any, ...]]:
+    merger = GraphMerger()
+    for cid, _, ext in chunks:
+        merger.add_extraction(cid, ext)
+    return [
+        (
+            e.name,
+            e.display_name,
+            e.type,
+            dict(merger.types[e.name]),
+            e.descriptions,
+            e.source_chunk_ids,
+            e.mentions,
+        )
+        for e in merger.graph().entities
+    ]
+
+
+async def test_the_delta_merge_of_names_is_the_fold_of_all_their_mentions(
+    platform: Platform,
+) -> None:
+    """The delta path folds new mentions into the stored merged rows, takes re-chunked tail
+    chunks back out of them, or merges a name from all its mentions in the server; a full
+    build folds every mention in Python. All four give the same rows."""
+    expected = _folded(MERGE_CHUNKS)
+    assert expected[0][:3] == ("atlas", "Atlas", "PRODUCT")  # PRODUCT 2, PROJECT 2: code point
+    assert expected[0][4:] == (
+        ["one", "two", "three", "four", "five"],
+        ["c-z", "c-y", "c-x", "c-w", "c-v", "c-u"],
+        9,
+    )
+    assert expected[1][:3] == ("neo", "neo", "ENTITY") and expected[1][4] == ["n"]
+
+    # Appended in two refreshes: the second folds into the rows the first wrote.
+    appended = f"merge-{uuid.uuid4().hex[:12]}"
+    first = await _apply(platform, appended, MERGE_CHUNKS[:3])
+    second = await _apply(platform, appended, MERGE_CHUNKS[3:])
+    assert await merged_rows(platform, appended) == expected
+    assert first.names_folded == second.names_folded == 2
+    assert first.mentions_read == second.mentions_read == 0  # nothing read back
+
+    # The last chunk re-chunked (gone, and back with one mention more): taken out, folded in.
+    rechunked = (
+        "c-t",
+        "m0006",
+        _extraction(("atlas", "ENTITY", "six"), ("Atlas", "ENTITY", "seven"), ("Neo", "X", "")),
+    )
+    third = await _apply(platform, appended, [rechunked], gone=("c-u",))
+    assert await merged_rows(platform, appended) == _folded([*MERGE_CHUNKS[:5], rechunked])
+    assert third.mentions_read == 0 and third.names_folded == 2
+
+    # A chunk gone from the middle cannot be taken out of a fold: merged from the mentions.
+    fourth = await _apply(platform, appended, [], gone=("c-x",))
+    after = [c for c in MERGE_CHUNKS[:5] if c[0] != "c-x"] + [rechunked]
+    assert await merged_rows(platform, appended) == _folded(after)
+    assert fourth.names_folded == 0 and fourth.mentions_read == 7  # atlas' remaining mentions
+
+    # A re-chunked tail that had brought a description the row keeps: merged from mentions.
+    late = ("c-s", "m0007", _extraction(("Neo", "X", "late")))
+    await _apply(platform, appended, [late])
+    assert await merged_rows(platform, appended) == _folded([*after, late])
+    without = ("c-r", "m0007", _extraction(("Neo", "X", "")))
+    sixth = await _apply(platform, appended, [without], gone=("c-s",))
+    after.append(without)
+    assert await merged_rows(platform, appended) == _folded(after)
+    assert sixth.names_folded == 0 and sixth.mentions_read == 4
+
+    # The first chunk gone: neo's display name was its mention there (no description).
+    seventh = await _apply(platform, appended, [], gone=("c-z",))
+    after = after[1:]
+    assert await merged_rows(platform, appended) == _folded(after)
+    assert seventh.names_folded == 0 and seventh.mentions_read == 6 + 3
+
+    # Rows without their type counts (written before 0017) are merged from their mentions.
+    async with platform.session() as session:
+        await session.execute(
+            update(GraphMergedEntity)
+            .where(GraphMergedEntity.room_id == appended)
+            .values(type_counts=None)
+        )
+        out = _Merged(names={"atlas", "neo", "solo"})
+        await _merge_names(session, appended, out, {}, {})
+        await session.commit()
+    assert await merged_rows(platform, appended) == _folded(after)
+    assert out.mentions_read == 6 + 3 + 1 and out.names_folded == 0
