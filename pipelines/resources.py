@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from dbschema.models import EventOutbox, Room
 from knowledge.errors import NotFoundError
+from knowledge.gcpolicy import build_collection
 from knowledge.platform import Platform, open_platform
 from knowledge.rooms import parse_room_id
 from knowledge.settings import Settings, get_settings
@@ -68,7 +69,8 @@ class KnowledgeResource(ConfigurableResource):
                 return result, usage
 
         try:
-            return asyncio.run(main())
+            with build_collection():
+                return asyncio.run(main())
         except _RoomDeleted as deleted:
             self._cancel_run(f"room {deleted.room_id} was deleted: nothing to refresh")
             raise DagsterExecutionInterruptedError(str(deleted)) from None

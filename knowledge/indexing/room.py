@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 
 from dbschema.models import ChunkExtraction, EntityAlias, RoomChunk
+from knowledge.gcpolicy import build_collection
 from knowledge.indexing.changes import reset_room
 from knowledge.indexing.chunks import ChunkSync, sync_chunks
 from knowledge.indexing.communities import CommunityBuild, detect_communities
@@ -29,11 +30,12 @@ class RoomIndex:
 
 async def index_room(platform: Platform, room_id: str) -> RoomIndex:
     """Every step in order, in this process (what a room refresh run materializes)."""
-    chunks = await sync_chunks(platform, room_id)
-    evidence = await sync_evidence(platform, room_id)
-    graph = await build_graph(platform, room_id)
-    communities = await detect_communities(platform, room_id)
-    reports = await write_reports(platform, room_id)
+    with build_collection():
+        chunks = await sync_chunks(platform, room_id)
+        evidence = await sync_evidence(platform, room_id)
+        graph = await build_graph(platform, room_id)
+        communities = await detect_communities(platform, room_id)
+        reports = await write_reports(platform, room_id)
     return RoomIndex(chunks, evidence, graph, communities, reports)
 
 
