@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -53,7 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ROOT / "bench" / "quality" / "data" / "coriolanus" / "questions.jsonl"
 sys.path.insert(0, str(ROOT))
-from bench.common import SERVICE_VARS, free_port, percentile  # noqa: E402
+from bench.common import SERVICE_VARS, bench_data_dir, free_port, percentile  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -570,10 +568,7 @@ def main() -> None:
     parser.add_argument("--server", choices=["subprocess", "thread"], default="subprocess")
     args = parser.parse_args()
 
-    data_dir = Path(tempfile.mkdtemp(prefix="cga-", dir="/tmp"))
-    # Removed at exit, after the embedded servers' own exit handlers (registered later, run
-    # first) have stopped them.
-    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    data_dir = bench_data_dir("cga-")
     os.environ["COAGENT_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     for var in SERVICE_VARS:

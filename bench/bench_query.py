@@ -27,14 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -44,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ROOT / "bench" / "quality" / "data" / "coriolanus" / "questions.jsonl"
 sys.path.insert(0, str(ROOT))
-from bench.common import SERVICE_VARS, free_port, percentile  # noqa: E402
+from bench.common import SERVICE_VARS, bench_data_dir, free_port, percentile  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -255,10 +252,7 @@ def main() -> None:
     parser.add_argument("--server", choices=["subprocess", "thread"], default="subprocess")
     args = parser.parse_args()
 
-    data_dir = Path(tempfile.mkdtemp(prefix="cgb-", dir="/tmp"))
-    # Removed at exit, after the embedded servers' own exit handlers (registered later, run
-    # first) have stopped them: a Redis whose directory is gone cannot save, so never exits.
-    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    data_dir = bench_data_dir("cgb-")
     os.environ["COAGENT_DATA_DIR"] = str(data_dir)
     for var in SERVICE_VARS:
         os.environ.pop(var, None)

@@ -43,15 +43,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -64,7 +61,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import SERVICE_VARS, free_port, percentile  # noqa: E402
+from bench.common import SERVICE_VARS, bench_data_dir, free_port, percentile  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -801,10 +798,7 @@ def main() -> None:
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.llm_sizes = {int(s) for s in args.llm_sizes.split(",") if s.strip()}
 
-    data_dir = Path(tempfile.mkdtemp(prefix="cgs-", dir="/tmp"))
-    # Removed at exit, after the embedded servers' own exit handlers (registered later, run
-    # first) have stopped them.
-    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    data_dir = bench_data_dir("cgs-")
     os.environ["COAGENT_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     for var in SERVICE_VARS:

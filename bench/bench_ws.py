@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -45,7 +42,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import SERVICE_VARS, free_port, percentile  # noqa: E402
+from bench.common import SERVICE_VARS, bench_data_dir, free_port, percentile  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -330,8 +327,7 @@ def main() -> None:
     args = parser.parse_args()
 
     limits = raise_open_files(2 * args.clients + 1024)
-    data_dir = Path(tempfile.mkdtemp(prefix="cgw-", dir="/tmp"))
-    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    data_dir = bench_data_dir("cgw-")
     os.environ["COAGENT_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     for var in SERVICE_VARS:

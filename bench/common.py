@@ -1,10 +1,18 @@
 """What every bench shares: the service settings a bench must not inherit (it starts its own
-embedded services), a nearest-rank percentile, and a free loopback port."""
+embedded services), its throwaway data dir, a nearest-rank percentile, and a free loopback
+port."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import signal
 import socket
+import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 #: Environment variables pointing at external services or models: a bench drops them so it
 #: measures its own embedded stack, offline.
@@ -13,6 +21,35 @@ SERVICE_VARS = (
     "OPENAI_API_KEY", "LLM_BASE_URL", "EMBEDDING_BASE_URL", "EMBEDDING_API_KEY", "RERANK_URL",
     "DAGSTER_HOME", "DAGSTER_POSTGRES_URL",
 )  # fmt: skip
+
+
+def bench_data_dir(prefix: str) -> Path:
+    """A data dir of this bench's own, removed at exit once its embedded PostgreSQL is down.
+
+    The embedded servers' exit handlers (registered later, so run first) stop them when this
+    process is their last user. pgserver counts a user per process id, though, so a subprocess
+    that died without detaching (a killed ``coagent serve``, a Dagster run worker) keeps the
+    server up, and removing its directory left it running for good: so it is stopped here."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    atexit.register(stop_embedded_postgres, data_dir)  # atexit runs it before the rmtree
+    return data_dir
+
+
+def stop_embedded_postgres(data_dir: Path, timeout: float = 15.0) -> None:
+    """Fast shutdown (SIGINT to the postmaster) of the data dir's PostgreSQL, if it runs."""
+    try:
+        pid = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGINT)
+    except (OSError, ValueError, IndexError):
+        return  # not running (already stopped by its last user)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.1)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
