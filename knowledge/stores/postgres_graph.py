@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -107,6 +108,38 @@ def _community_rows(room_id: str, communities: Sequence[Community]) -> list[dict
     ]
 
 
+#: The rows of a changes upsert, as a JSON recordset (``_upsert_records``).
+_ENTITY_RECORD = (
+    "room_id text, name text, display_name text, type text, description text, "
+    "source_chunk_ids text[], mentions int"
+)
+_RELATIONSHIP_RECORD = (
+    "room_id text, source text, target text, description text, weight float8, "
+    "source_chunk_ids text[]"
+)
+
+
+async def _upsert_records(
+    conn: AsyncConnection, table: str, record: str, keys: Sequence[str], rows: list[dict[str, Any]]
+) -> None:
+    """Insert or update ``rows`` passed as one JSON recordset per batch. A busy entity's row
+    holds thousands of chunk ids: bound as array parameters, the driver adapted them element
+    by element in Python (most of writing a one-message change at 100k messages); as JSON
+    they are one string. (float8 reads JSON numbers exactly: ``json`` writes the shortest
+    repr.)"""
+    columns = [c.split()[0] for c in record.split(", ")]
+    listed = ", ".join(columns)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in keys)
+    statement = text(
+        f"INSERT INTO {table} ({listed}) SELECT {listed} "
+        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({record}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+    for start in range(0, len(rows), _BATCH):
+        batch = json.dumps(rows[start : start + _BATCH], ensure_ascii=False)
+        await conn.execute(statement, {"rows": batch})
+
+
 async def _insert_batches(conn: AsyncConnection, model: type, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), _BATCH):
         await conn.execute(insert(model), rows[start : start + _BATCH])
@@ -164,22 +197,20 @@ class PostgresGraphStore:
                         GraphEntity.room_id == room_id, GraphEntity.name.in_(names)
                     )
                 )
-            rows = [_entity_values(room_id, e) for e in entities]
-            for start in range(0, len(rows), _BATCH):
-                stmt = insert(GraphEntity).values(rows[start : start + _BATCH])
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["room_id", "name"],
-                    set_={k: stmt.excluded[k] for k in _ENTITY_COLUMNS},
-                )
-                await conn.execute(stmt)
-            rel_rows = [_relationship_values(room_id, r) for r in relationships]
-            for start in range(0, len(rel_rows), _BATCH):
-                rel_stmt = insert(GraphRelationship).values(rel_rows[start : start + _BATCH])
-                rel_stmt = rel_stmt.on_conflict_do_update(
-                    index_elements=["room_id", "source", "target"],
-                    set_={k: rel_stmt.excluded[k] for k in _RELATIONSHIP_COLUMNS},
-                )
-                await conn.execute(rel_stmt)
+            await _upsert_records(
+                conn,
+                "graph_entities",
+                _ENTITY_RECORD,
+                ("room_id", "name"),
+                [_entity_values(room_id, e) for e in entities],
+            )
+            await _upsert_records(
+                conn,
+                "graph_relationships",
+                _RELATIONSHIP_RECORD,
+                ("room_id", "source", "target"),
+                [_relationship_values(room_id, r) for r in relationships],
+            )
 
     async def get_relationships(
         self, room_id: str, pairs: Sequence[tuple[str, str]]
