@@ -1,16 +1,17 @@
 """What the relational modules (users, courses, rooms, chat, artifacts) share: parsing an id
-that names a row, paging a query, checking posted text, fresh planner statistics after a bulk
-load.
+that names a row, paging a query, checking posted text, bulk inserts, fresh planner statistics
+after a bulk load.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import ARRAY, BigInteger, ColumnElement, Select, Text, func, literal, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from knowledge.errors import InvalidInputError, NotFoundError
 
@@ -31,6 +32,32 @@ def any_integer(values: Iterable[int]) -> ColumnElement[Any]:
     """``ANY(:values)`` over one ``bigint[]`` parameter (a message id list: ``IN`` binds each
     id on its own, a few hundred ids cost more to bind than to read)."""
     return func.any(literal(list(values), ARRAY(BigInteger)))
+
+
+#: Rows per statement of :func:`insert_records`.
+RECORDS_PER_STATEMENT = 5000
+
+
+async def insert_records(
+    executor: AsyncSession | AsyncConnection,
+    table: str,
+    columns: str,
+    rows: list[dict[str, Any]],
+    conflict: str = "",
+) -> None:
+    """Bulk insert, one statement per batch: the rows as one JSON recordset (``columns`` is
+    its definition, ``"name type, …"``; ``conflict`` an ``ON CONFLICT …`` clause). Far faster
+    than executemany, and than array parameters, which the driver adapts element by element
+    in Python (a busy entity's row holds thousands of chunk ids). float8 reads the JSON numbers
+    exactly: ``json`` writes the shortest repr."""
+    names = ", ".join(c.split()[0] for c in columns.split(", "))
+    statement = text(
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM "
+        f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({columns}) {conflict}"
+    )
+    for start in range(0, len(rows), RECORDS_PER_STATEMENT):
+        batch = rows[start : start + RECORDS_PER_STATEMENT]
+        await executor.execute(statement, {"rows": json.dumps(batch, ensure_ascii=False)})
 
 
 def parse_uuid(value: str | uuid.UUID, what: str) -> uuid.UUID:

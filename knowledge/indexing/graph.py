@@ -74,6 +74,7 @@ from knowledge.llm import prompts
 from knowledge.llm.provider import LLMError, LLMProvider
 from knowledge.llm.schemas import EntitySummary, SameEntity
 from knowledge.platform import Platform
+from knowledge.relational import insert_records
 from knowledge.reports import entity_report_key, mention_bucket, relationship_report_key
 from knowledge.resolution import (
     AliasRecord,
@@ -265,21 +266,6 @@ _MERGED_RELATIONSHIP_COLUMNS = (
     "room_id text, source text, target text, weight float8, descriptions text[], "
     "source_chunk_ids text[]"
 )
-
-
-async def _insert_rows(
-    session: AsyncSession, table: str, columns: str, rows: list[dict[str, Any]], conflict: str = ""
-) -> None:
-    """Bulk insert in one statement per batch (a JSON recordset, far faster than executemany)."""
-    names = ", ".join(c.split()[0] for c in columns.split(", "))
-    for start in range(0, len(rows), _ROWS):
-        await session.execute(
-            text(
-                f"INSERT INTO {table} ({names}) SELECT {names} FROM "
-                f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({columns}) {conflict}"
-            ),
-            {"rows": json.dumps(rows[start : start + _ROWS], ensure_ascii=False)},
-        )
 
 
 def _mention_rows(
@@ -607,24 +593,24 @@ async def _full_build(platform: Platform, room_id: str) -> GraphBuild:
     async with platform.session() as session:
         await _clear_build_state(session, room_id)
         await _set_state(platform, room_id, speakers, True, session=session)
-        await _insert_rows(session, "graph_build_chunks", _CHUNK_COLUMNS, chunk_rows)
+        await insert_records(session, "graph_build_chunks", _CHUNK_COLUMNS, chunk_rows)
         await _add_words(session, room_id, counts)
-        await _insert_rows(
+        await insert_records(
             session, "graph_entity_mentions", _ENTITY_MENTION_COLUMNS, entity_mentions
         )
-        await _insert_rows(
+        await insert_records(
             session,
             "graph_relationship_mentions",
             _RELATIONSHIP_MENTION_COLUMNS,
             relationship_mentions,
         )
-        await _insert_rows(
+        await insert_records(
             session,
             "graph_merged_entities",
             _MERGED_ENTITY_COLUMNS,
             [_merged_entity_row(room_id, e, merger.types[e.name]) for e in graph.entities],
         )
-        await _insert_rows(
+        await insert_records(
             session,
             "graph_merged_relationships",
             _MERGED_RELATIONSHIP_COLUMNS,
@@ -763,10 +749,10 @@ async def _apply_chunks(
                     "dropped": 0,
                 }
             )
-        await _insert_rows(session, "graph_build_chunks", _CHUNK_COLUMNS, chunk_rows)
+        await insert_records(session, "graph_build_chunks", _CHUNK_COLUMNS, chunk_rows)
         await _add_words(session, room_id, added)
+    entity_rows: list[dict[str, Any]] = []
     if merged_now:
-        entity_rows: list[dict[str, Any]] = []
         rel_mention_rows: list[dict[str, Any]] = []
         for chunk_id, (position, extraction) in merged_now.items():
             ents, rels = _mention_rows(room_id, chunk_id, position, extraction)
@@ -779,20 +765,18 @@ async def _apply_chunks(
             )
         out.names.update(r["name"] for r in entity_rows)
         out.pairs.update((r["source"], r["target"]) for r in rel_mention_rows)
-        await _insert_rows(session, "graph_entity_mentions", _ENTITY_MENTION_COLUMNS, entity_rows)
-        await _insert_rows(
+        await insert_records(session, "graph_entity_mentions", _ENTITY_MENTION_COLUMNS, entity_rows)
+        await insert_records(
             session,
             "graph_relationship_mentions",
             _RELATIONSHIP_MENTION_COLUMNS,
             rel_mention_rows,
         )
-    # The names' new mentions, in chunk order (the order the fold takes them in).
+    # The names' new mentions (the rows just inserted), in chunk order: the fold's order.
     arriving: dict[str, list[tuple[str, str, EntityMention]]] = {}
-    for chunk_id, (position, extraction) in sorted(
-        merged_now.items(), key=lambda item: (item[1][0], item[0])
-    ):
-        for mention in extraction_mentions(extraction)[0]:
-            arriving.setdefault(mention.name, []).append((position, chunk_id, mention))
+    for r in sorted(entity_rows, key=lambda r: (r["position"], r["chunk_id"], r["seq"])):
+        mention = EntityMention(r["name"], r["display_name"], r["type"], r["description"])
+        arriving.setdefault(r["name"], []).append((r["position"], r["chunk_id"], mention))
     await _merge_names(session, room_id, out, gone_mentions, arriving)
     await _merge_pairs(session, room_id, out)
     return out
@@ -996,7 +980,7 @@ async def _merge_names(
             text(_UPDATE_MERGED_SQL),
             {"room": room_id, "rows": json.dumps(updates, ensure_ascii=False)},
         )
-    await _insert_rows(session, "graph_merged_entities", _MERGED_ENTITY_COLUMNS, inserts)
+    await insert_records(session, "graph_merged_entities", _MERGED_ENTITY_COLUMNS, inserts)
     out.names_folded += len(updates) + len(inserts) + len(emptied)
 
 
@@ -1034,7 +1018,7 @@ async def _merge_pairs(session: AsyncSession, room_id: str, out: _Merged) -> Non
         ),
         params,
     )
-    await _insert_rows(
+    await insert_records(
         session,
         "graph_merged_relationships",
         _MERGED_RELATIONSHIP_COLUMNS,

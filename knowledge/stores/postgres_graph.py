@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ from knowledge.graph import (
     RoomGraph,
     TopologyDigest,
 )
-from knowledge.relational import any_text, text_array
+from knowledge.relational import any_text, insert_records, text_array
 
 _BATCH = 1000
 
@@ -108,7 +107,7 @@ def _community_rows(room_id: str, communities: Sequence[Community]) -> list[dict
     ]
 
 
-#: The rows of a changes upsert, as a JSON recordset (``_upsert_records``).
+#: The rows of a changes upsert, as a JSON recordset (``insert_records``).
 _ENTITY_RECORD = (
     "room_id text, name text, display_name text, type text, description text, "
     "source_chunk_ids text[], mentions int"
@@ -119,25 +118,11 @@ _RELATIONSHIP_RECORD = (
 )
 
 
-async def _upsert_records(
-    conn: AsyncConnection, table: str, record: str, keys: Sequence[str], rows: list[dict[str, Any]]
-) -> None:
-    """Insert or update ``rows`` passed as one JSON recordset per batch. A busy entity's row
-    holds thousands of chunk ids: bound as array parameters, the driver adapted them element
-    by element in Python (most of writing a one-message change at 100k messages); as JSON
-    they are one string. (float8 reads JSON numbers exactly: ``json`` writes the shortest
-    repr.)"""
+def _upsert(keys: Sequence[str], record: str) -> str:
+    """The ``ON CONFLICT`` clause that updates every column of ``record`` but the keys."""
     columns = [c.split()[0] for c in record.split(", ")]
-    listed = ", ".join(columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in keys)
-    statement = text(
-        f"INSERT INTO {table} ({listed}) SELECT {listed} "
-        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({record}) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
-    )
-    for start in range(0, len(rows), _BATCH):
-        batch = json.dumps(rows[start : start + _BATCH], ensure_ascii=False)
-        await conn.execute(statement, {"rows": batch})
+    return f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
 
 
 async def _insert_batches(conn: AsyncConnection, model: type, rows: list[dict[str, Any]]) -> None:
@@ -197,19 +182,21 @@ class PostgresGraphStore:
                         GraphEntity.room_id == room_id, GraphEntity.name.in_(names)
                     )
                 )
-            await _upsert_records(
+            # As JSON recordsets: a busy entity's thousands of chunk ids, bound as array
+            # parameters, were most of writing a one-message change at 100k messages.
+            await insert_records(
                 conn,
                 "graph_entities",
                 _ENTITY_RECORD,
-                ("room_id", "name"),
                 [_entity_values(room_id, e) for e in entities],
+                _upsert(("room_id", "name"), _ENTITY_RECORD),
             )
-            await _upsert_records(
+            await insert_records(
                 conn,
                 "graph_relationships",
                 _RELATIONSHIP_RECORD,
-                ("room_id", "source", "target"),
                 [_relationship_values(room_id, r) for r in relationships],
+                _upsert(("room_id", "source", "target"), _RELATIONSHIP_RECORD),
             )
 
     async def get_relationships(
