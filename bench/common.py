@@ -5,12 +5,9 @@ port."""
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
-import signal
 import socket
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,26 +27,12 @@ def bench_data_dir(prefix: str) -> Path:
     process is their last user. pgserver counts a user per process id, though, so a subprocess
     that died without detaching (a killed ``coagent serve``, a Dagster run worker) keeps the
     server up, and removing its directory left it running for good: so it is stopped here."""
+    from knowledge.embedded import stop_embedded_postgres
+
     data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
     atexit.register(stop_embedded_postgres, data_dir)  # atexit runs it before the rmtree
     return data_dir
-
-
-def stop_embedded_postgres(data_dir: Path, timeout: float = 15.0) -> None:
-    """Fast shutdown (SIGINT to the postmaster) of the data dir's PostgreSQL, if it runs."""
-    try:
-        pid = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
-        os.kill(pid, signal.SIGINT)
-    except (OSError, ValueError, IndexError):
-        return  # not running (already stopped by its last user)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        time.sleep(0.1)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

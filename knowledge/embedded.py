@@ -8,7 +8,10 @@ is already running for that directory and stop it when the last user exits.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,3 +68,24 @@ def embedded_redis_url(data_dir: Path) -> str:
             _redis[data_dir] = client
         socket_file: str = client.socket_file
     return f"unix://{socket_file}"
+
+
+def stop_embedded_postgres(data_dir: Path, timeout: float = 15.0) -> None:
+    """Fast shutdown (SIGINT to the postmaster) of the data dir's PostgreSQL, if it runs: for
+    the owner of a throwaway data dir (a bench, the test session) before it removes it.
+
+    pgserver stops the server when its last user exits, but it counts users by process id, so
+    a subprocess that died without detaching (a killed ``coagent serve``, a Dagster run
+    worker) keeps it up, and once the directory is removed nothing stops it."""
+    try:
+        pid = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGINT)
+    except (OSError, ValueError, IndexError):
+        return  # not running (already stopped by its last user)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.1)

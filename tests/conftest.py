@@ -44,6 +44,7 @@ from dbschema.migrate import upgrade  # noqa: E402
 from dbschema.models import UserRole  # noqa: E402
 from knowledge import chat, courses, rooms  # noqa: E402
 from knowledge import users as user_db  # noqa: E402
+from knowledge.embedded import stop_embedded_postgres  # noqa: E402
 from knowledge.indexing import room_state  # noqa: E402
 from knowledge.platform import Platform, open_platform, sync_engine  # noqa: E402
 from knowledge.settings import Settings, get_settings  # noqa: E402
@@ -60,6 +61,9 @@ def settings() -> Iterator[Settings]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Stopped first: pgserver's own exit handler runs after this, finds the directory gone,
+    # and left the server running after every test session.
+    stop_embedded_postgres(_DATA_DIR)
     shutil.rmtree(_DATA_DIR, ignore_errors=True)
 
 
