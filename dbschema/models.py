@@ -508,7 +508,8 @@ class LexicalRoom(Base):
 
 
 class LexicalTerm(Base):
-    """A term's document frequency among a room's points (its postings count)."""
+    """A term's document frequency among a room's points (its postings count), and the version
+    of its postings (migration 0018: new from one sequence whenever one of them changes)."""
 
     __tablename__ = "lexical_terms"
 
@@ -516,6 +517,9 @@ class LexicalTerm(Base):
     room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     term: Mapped[str] = mapped_column(Text, primary_key=True)
     df: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(
+        BigInteger, server_default=sql_text("nextval('lexical_term_version')")
+    )
 
 
 # --- serving: auth sessions, artifact history, agent configs (migration 0002) -----------------

@@ -3,24 +3,28 @@
 One table for every collection; the vector column has no fixed dimension, and each dimension
 gets a partial HNSW index on ``embedding::vector(dim)`` (cosine). Lexical retrieval: the hybrid
 ``search`` uses the generated ``tsvector`` column (pgserver's pgvector 0.6 has no sparse
-vectors), fused with the dense ranking by RRF; ``search_lexical`` is Okapi BM25 computed in SQL
-from ``lexical_postings`` (one row per term of a point, terms from :mod:`knowledge.lexical`),
-with IDF and average length over the room's points of the collection.
+vectors), fused with the dense ranking by RRF; ``search_lexical`` is Okapi BM25 over
+``lexical_postings`` (one row per term of a point, terms from :mod:`knowledge.lexical`), with
+IDF and average length over the room's points of the collection, kept by every write
+(``lexical_rooms``, ``lexical_terms``); the postings are scored in memory, read again only
+when a term's version moved (:mod:`knowledge.stores.postings_cache`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dbschema.models import LexicalPosting, LexicalRoom, LexicalTerm, VectorPoint
-from knowledge.lexical import BM25_B, BM25_K1, bm25_idf, term_frequencies
+from knowledge.lexical import bm25_idf, term_frequencies
 from knowledge.relational import any_text
 from knowledge.stores.base import (
     ENTITIES,
@@ -30,6 +34,7 @@ from knowledge.stores.base import (
     VectorRecord,
     reciprocal_rank_fusion,
 )
+from knowledge.stores.postings_cache import DEFAULT_BUDGET, PostingsCache, TermPostings, bm25_top
 
 _BATCH = 500
 _ANALYZE_AFTER = 200
@@ -43,8 +48,10 @@ def _vector_literal(vector: Sequence[float]) -> str:
 
 
 class PgVectorStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, postings_budget: int = DEFAULT_BUDGET) -> None:
         self.engine = engine
+        #: The postings of the terms searched lately (see ``search_lexical_many``).
+        self._cache = PostingsCache(postings_budget)
         self._dims: dict[str, int] = {}
         self._indexed_dims: set[int] = set()
         self._written_since_analyze = 0
@@ -214,7 +221,10 @@ class PgVectorStore:
                     },
                 )
             )
-        changed = sorted(t for t, n in df.items() if n)  # sorted: writers lock rows in one order
+        # Every term with a posting written or deleted gets a new version, its count changed
+        # or not (a rewritten point keeps a term with another tf or length): the readers'
+        # cached postings of it are stale. Sorted: writers lock rows in one order.
+        changed = sorted(df)
         if not changed:
             return
         # One statement over two arrays: a bulk load changes thousands of terms per batch,
@@ -225,7 +235,8 @@ class PgVectorStore:
                 "SELECT :c, :r, term, df FROM unnest(CAST(:terms AS text[]), "
                 "CAST(:dfs AS integer[])) AS t(term, df) "
                 "ON CONFLICT (collection, room_id, term) "
-                "DO UPDATE SET df = lexical_terms.df + excluded.df"
+                "DO UPDATE SET df = lexical_terms.df + excluded.df, "
+                "version = nextval('lexical_term_version')"
             ),
             {"c": collection, "r": room_id, "terms": changed, "dfs": [df[t] for t in changed]},
         )
@@ -405,25 +416,98 @@ class PgVectorStore:
         if limit <= 0 or not wanted:
             return out
         async with self.engine.connect() as conn:
-            n_docs, avg_len, df = await self._statistics(conn, collection, room_id, wanted)
-            params = _bm25_parameters(queries, n_docs, avg_len, df)
-            if not params["qns"]:
+            stats = await self._statistics(conn, collection, room_id, wanted)
+            if not stats.df:
                 return out
-            params.update(collection=collection, room_id=room_id, limit=limit)
-            condition = _filter_sql(where, params, "v.payload")
-            # Pruning only pays when a term is common enough to be probed; otherwise every
-            # posting is read anyway, and summing them in one pass is cheaper.
-            sql = _pruned_bm25_sql if any(params["qprobe"]) else _summed_bm25_sql
-            rows = (await conn.execute(text(sql(condition)), params)).all()
-        for qn, *hit in rows:
-            out[qn] += _hits([hit])
+            postings = await self._postings(conn, collection, room_id, stats.versions)
+            allowed = None
+            if where is not None and not where.empty:
+                params: dict[str, Any] = {"c": collection, "r": room_id}
+                condition = _filter_sql(where, params, "payload")
+                allowed = set(
+                    (
+                        await conn.execute(
+                            text(
+                                "SELECT point_id FROM vector_points "
+                                f"WHERE collection = :c AND room_id = :r {condition}"
+                            ),
+                            params,
+                        )
+                    ).scalars()
+                )
+            idf = {t: bm25_idf(stats.n_docs, df) for t, df in stats.df.items()}
+            ranked = bm25_top(
+                queries,
+                postings,
+                idf,
+                stats.avg_len,
+                self._cache.points(collection, room_id),
+                limit,
+                allowed,
+            )
+            ids = sorted({pid for hits in ranked for pid, _ in hits})
+            rows = (
+                await conn.execute(
+                    select(VectorPoint.point_id, VectorPoint.text, VectorPoint.payload).where(
+                        VectorPoint.collection == collection,
+                        VectorPoint.room_id == room_id,
+                        VectorPoint.point_id == any_text(ids),
+                    )
+                )
+            ).all()
+        # A point deleted since its postings were read is no hit (nor was it in the SQL join).
+        found = {pid: (body, payload) for pid, body, payload in rows}
+        for qn, hits in enumerate(ranked):
+            out[qn] = _hits([(pid, *found[pid], score) for pid, score in hits if pid in found])
+        return out
+
+    async def _postings(
+        self, conn: Any, collection: str, room_id: str, versions: dict[str, int]
+    ) -> dict[str, TermPostings]:
+        """The terms' postings: from the cache when of the version the statistics gave, else
+        read (each stale term's postings and version in one statement: one snapshot)."""
+        cache = self._cache
+        stale = cache.stale(collection, room_id, versions)
+        out = {}
+        for term in versions:
+            if term not in stale and (cached := cache.get(collection, room_id, term)):
+                out[term] = cached
+        if stale:
+            # Space-separated text lists: parsing three strings per term is several times
+            # cheaper than a row (or array element) per posting through the driver.
+            rows = await conn.execute(
+                text(
+                    """
+                    SELECT t.term, t.version, string_agg(p.point_id, ' '),
+                           string_agg(p.tf::text, ' '), string_agg(p.doc_len::text, ' ')
+                    FROM lexical_terms t JOIN lexical_postings p
+                      ON p.collection = t.collection AND p.room_id = t.room_id
+                     AND p.term = t.term
+                    WHERE t.collection = :c AND t.room_id = :r
+                      AND t.term = ANY(CAST(:terms AS text[]))
+                    GROUP BY t.term, t.version
+                    """
+                ),
+                {"c": collection, "r": room_id, "terms": stale},
+            )
+            for term, version, ids, tfs, lengths in rows:
+                out[term] = cache.put(
+                    collection,
+                    room_id,
+                    term,
+                    int(version),
+                    ids.split(" "),
+                    np.array(tfs.split(" "), dtype=np.float64),
+                    np.array(lengths.split(" "), dtype=np.float64),
+                )
         return out
 
     @staticmethod
     async def _statistics(
         conn: Any, collection: str, room_id: str, terms: Sequence[str]
-    ) -> tuple[int, float, dict[str, int]]:
-        """The room's point count, average length, and each term's document frequency.
+    ) -> _Statistics:
+        """The room's point count, average length, and each term's document frequency and
+        postings version.
 
         One statement (a search pays for it on every query): the room's row, with the terms
         it has joined on (a room without the terms still gives its row).
@@ -435,17 +519,23 @@ class PgVectorStore:
             )
         ).all()
         if not rows or not rows[0].n_docs:
-            return 0, 1.0, {}
+            return _Statistics(0, 1.0, {}, {})
         n_docs, total_terms = int(rows[0].n_docs), int(rows[0].total_terms)
         avg_len = max(total_terms / max(n_docs, 1), 1.0)
-        return n_docs, avg_len, {r.term: int(r.df) for r in rows if r.term is not None}
+        present = [r for r in rows if r.term is not None and r.df > 0]
+        return _Statistics(
+            n_docs,
+            avg_len,
+            {r.term: int(r.df) for r in present},
+            {r.term: int(r.version) for r in present},
+        )
 
     async def term_stats(
         self, collection: str, room_id: str, terms: Sequence[str]
     ) -> tuple[int, dict[str, int]]:
         async with self.engine.connect() as conn:
-            n_docs, _, df = await self._statistics(conn, collection, room_id, sorted(set(terms)))
-        return n_docs, df
+            stats = await self._statistics(conn, collection, room_id, sorted(set(terms)))
+        return stats.n_docs, stats.df
 
     async def wipe_room(self, room_id: str) -> dict[str, int]:
         removed: dict[str, int] = {}
@@ -458,7 +548,7 @@ class PgVectorStore:
 
 _STATISTICS_SQL = text(
     """
-    SELECT r.n_docs, r.total_terms, t.term, t.df
+    SELECT r.n_docs, r.total_terms, t.term, t.df, t.version
     FROM lexical_rooms r
     LEFT JOIN lexical_terms t
       ON t.collection = r.collection AND t.room_id = r.room_id
@@ -466,6 +556,15 @@ _STATISTICS_SQL = text(
     WHERE r.collection = :collection AND r.room_id = :room_id
     """
 )
+
+
+@dataclass(frozen=True)
+class _Statistics:
+    n_docs: int
+    avg_len: float
+    #: term -> document frequency and postings version, for the terms the room has.
+    df: dict[str, int]
+    versions: dict[str, int]
 
 
 def _filter_sql(where: PointFilter | None, params: dict[str, Any], payload: str) -> str:
@@ -491,218 +590,3 @@ def _hits(rows: Sequence[Any]) -> list[VectorHit]:
         data = json.loads(payload) if isinstance(payload, str) else payload
         out.append(VectorHit(id=point_id, score=float(score), text=body, payload=data))
     return out
-
-
-#: How many of a query's rarest terms always have their postings read, and how many times more
-#: postings than its rarer terms together a term needs to be probed rather than read (see
-#: ``_pruned_bm25_sql``): a probe is an index descent, several times a posting read.
-_RARE_TERMS = 2
-_PROBE_RATIO = 4
-
-
-def _bm25_parameters(
-    queries: Sequence[Sequence[str]], n_docs: int, avg_len: float, df: dict[str, int]
-) -> dict[str, Any]:
-    """Bound parameters of ``_pruned_bm25_sql``: one row per (query, term) the room has."""
-    rows_in: list[tuple[int, str, float, float, bool, bool]] = []
-    for qn, terms in enumerate(queries):
-        present = sorted({t for t in terms if df.get(t, 0) > 0}, key=lambda t: (df[t], t))
-        rarer = 0  # postings of the query's terms rarer than this one
-        for rank, term in enumerate(present):
-            idf = bm25_idf(n_docs, df[term])
-            # ``rare``: the query's rarest terms, whose postings are always read; their
-            # scores set the floor below which the other terms may be probed instead.
-            # Probing looks a term up once per point the rarer terms found, so it only
-            # pays for a term much more common than those together.
-            rare = rank < _RARE_TERMS
-            probe = not rare and df[term] >= _PROBE_RATIO * rarer
-            rows_in.append((qn, term, idf, idf * (BM25_K1 + 1), rare, probe))
-            rarer += df[term]
-    asked = [{t for t in terms if df.get(t, 0) > 0} for terms in queries if terms]
-    return {
-        # Terms every query has (``_summed_bm25_sql`` scores them once for all).
-        "shared": sorted(set.intersection(*asked)) if asked else [],
-        "qns": [r[0] for r in rows_in],
-        "qterms": [r[1] for r in rows_in],
-        "qidf": [r[2] for r in rows_in],
-        "qub": [r[3] for r in rows_in],
-        "qrare": [r[4] for r in rows_in],
-        "qprobe": [r[5] for r in rows_in],
-        "k1": BM25_K1,
-        "b": BM25_B,
-        "avg_len": avg_len,
-    }
-
-
-def _bm25_weight(idf: str, posting: str) -> str:
-    return (
-        f"{idf} * {posting}.tf * (:k1 + 1) / ({posting}.tf + :k1 * "
-        f"(1 - :b + :b * {posting}.doc_len / :avg_len))"
-    )
-
-
-def _allowed_points(condition: str) -> tuple[str, Callable[[str], str]]:
-    """The ``allowed`` CTE of a filtered search, and the join that keeps a CTE to it.
-
-    A filter narrows the candidates to the points it allows, found first through the payload
-    indexes (migration 0013) and hash-joined: probing every scored point's row instead cost a
-    row read per posting of a common term. Without a filter there is neither.
-    """
-    if not condition:
-        return "", lambda alias: ""
-    cte = f""", allowed AS MATERIALIZED (
-            SELECT v.point_id FROM vector_points v
-            WHERE v.collection = :collection AND v.room_id = :room_id {condition}
-        )"""
-    return cte, lambda alias: f"JOIN allowed a ON a.point_id = {alias}.point_id"
-
-
-def _postings_of(terms: str) -> str:
-    """Each posting of the ``terms`` rows (term, idf) with its BM25 weight ``w``.
-
-    Driven by the terms, so the plan does not depend on table statistics (fresh bulk loads have
-    none): one index-only range scan per distinct term, read once for every query.
-    """
-    return f"""
-            SELECT t.term, p.point_id, {_bm25_weight("t.idf", "p")} AS w
-            FROM ({terms}) t CROSS JOIN LATERAL (
-                SELECT point_id, tf, doc_len FROM lexical_postings
-                WHERE collection = :collection AND room_id = :room_id AND term = t.term
-                OFFSET 0  -- an optimisation fence: one index range scan per term
-            ) p"""
-
-
-#: The end of both BM25 statements: each query's best ``limit`` (``ranked``) with their text.
-_RANKED_HITS = """
-        SELECT r.qn, v.point_id, v.text, v.payload, r.score
-        FROM ranked r JOIN vector_points v
-          ON v.collection = :collection AND v.room_id = :room_id AND v.point_id = r.point_id
-        WHERE r.rn <= :limit
-        ORDER BY r.qn, r.rn
-"""
-
-
-def _summed_bm25_sql(condition: str) -> str:
-    """BM25 top ``limit`` of each query, summing every posting of its terms.
-
-    A query's score is its shared terms' score plus its own terms' score. A point none of whose
-    own terms a query has scores its shared score alone, so among such points only the best
-    ``limit`` by shared score can make that query's top ``limit``: exact, and the shared terms'
-    postings (the question's own, when the other queries expand it with a name) are summed once
-    for all the queries.
-    """
-    allowed, kept = _allowed_points(condition)
-    return f"""
-        WITH qt AS MATERIALIZED (
-            SELECT DISTINCT qn, term, idf FROM unnest(
-                CAST(:qns AS int[]), CAST(:qterms AS text[]), CAST(:qidf AS float8[])
-            ) AS x(qn, term, idf)
-        ){allowed}, postings AS MATERIALIZED (
-            {_postings_of("SELECT DISTINCT term, idf FROM qt")}
-        ), shared AS MATERIALIZED (
-            SELECT point_id, sum(w) AS score FROM postings
-            WHERE term = ANY(CAST(:shared AS text[])) GROUP BY point_id
-        ), shared_top AS MATERIALIZED (
-            SELECT s.point_id, s.score FROM shared s {kept("s")}
-            ORDER BY s.score DESC, s.point_id LIMIT :limit
-        ), own AS MATERIALIZED (
-            SELECT qt.qn, p.point_id, sum(p.w) AS score
-            FROM qt JOIN postings p USING (term)
-            WHERE NOT qt.term = ANY(CAST(:shared AS text[]))
-            GROUP BY qt.qn, p.point_id
-        ), candidates AS MATERIALIZED (
-            SELECT o.qn, o.point_id, o.score + coalesce(s.score, 0) AS score
-            FROM own o {kept("o")} LEFT JOIN shared s ON s.point_id = o.point_id
-            UNION ALL
-            SELECT q.qn, t.point_id, t.score
-            FROM (SELECT DISTINCT qn FROM qt) q CROSS JOIN shared_top t
-            WHERE NOT EXISTS (
-                SELECT 1 FROM own o WHERE o.qn = q.qn AND o.point_id = t.point_id
-            )
-        ), ranked AS MATERIALIZED (
-            SELECT qn, point_id, score,
-                   row_number() OVER (PARTITION BY qn ORDER BY score DESC, point_id) AS rn
-            FROM candidates
-        ){_RANKED_HITS}"""
-
-
-def _pruned_bm25_sql(condition: str) -> str:
-    """Exact BM25 top ``limit`` of each query, reading common terms' postings only when needed.
-
-    MaxScore-style: a term contributes at most ``ub = idf * (k1 + 1)`` to a point. Each query's
-    two rarest terms are read in full; the ``limit``-th best score over them is a floor the
-    final ``limit``-th score cannot fall below. The query's other terms whose bounds, summed
-    from the smallest, stay below that floor are *probed*: a point containing only such terms
-    cannot reach the top, so their postings are looked up (by primary key) only for the points
-    the read terms found, and only for those whose score plus the probed bounds can still
-    reach the floor. Every other term is read in full. The result is the same ranking as
-    summing every posting; what is saved is the postings of the common terms ("project" in a
-    room where a third of the messages say it).
-    """
-    allowed, kept = _allowed_points(condition)
-    # Terms read in full besides the rare ones (a term rare for one query is read once).
-    read_terms = (
-        "SELECT DISTINCT term, idf FROM roles WHERE NOT probed "
-        "AND term NOT IN (SELECT term FROM qt WHERE rare)"
-    )
-
-    def limit_th(source: str) -> str:
-        return f"""coalesce((
-            SELECT s.score FROM {source} s WHERE s.qn = q.qn
-            ORDER BY s.score DESC OFFSET :limit - 1 LIMIT 1
-        ), 0)"""
-
-    return f"""
-        WITH qt AS MATERIALIZED (
-            SELECT * FROM unnest(
-                CAST(:qns AS int[]), CAST(:qterms AS text[]), CAST(:qidf AS float8[]),
-                CAST(:qub AS float8[]), CAST(:qrare AS boolean[]), CAST(:qprobe AS boolean[])
-            ) AS x(qn, term, idf, ub, rare, probe)
-        ){allowed}, queries AS MATERIALIZED (
-            SELECT DISTINCT qn FROM qt
-        ), rare_postings AS MATERIALIZED (
-            {_postings_of("SELECT DISTINCT term, idf FROM qt WHERE rare")}
-        ), rare_scores AS MATERIALIZED (
-            SELECT qt.qn, r.point_id, sum(r.w) AS score
-            FROM qt JOIN rare_postings r USING (term) {kept("r")}
-            WHERE qt.rare GROUP BY qt.qn, r.point_id
-        ), roles AS MATERIALIZED (
-            SELECT r.qn, r.term, r.idf, r.ub, r.probe AND r.running < f.floor AS probed
-            FROM (
-                SELECT qn, term, idf, ub, probe,
-                       sum(ub) OVER (PARTITION BY qn ORDER BY ub, term) AS running
-                FROM qt WHERE NOT rare
-            ) r JOIN (SELECT q.qn, {limit_th("rare_scores")} AS floor FROM queries q) f
-              USING (qn)
-        ), read_postings AS MATERIALIZED (
-            SELECT * FROM rare_postings
-            UNION ALL
-            {_postings_of(read_terms)}
-        ), partial AS MATERIALIZED (
-            SELECT qn, point_id, sum(score) AS score FROM (
-                SELECT qn, point_id, score FROM rare_scores
-                UNION ALL
-                SELECT r.qn, s.point_id, s.w
-                FROM roles r JOIN read_postings s USING (term) {kept("s")}
-                WHERE NOT r.probed
-            ) x GROUP BY qn, point_id
-        ), bounds AS MATERIALIZED (
-            SELECT q.qn, {limit_th("partial")} AS floor,
-                   coalesce((SELECT sum(ub) FROM roles r WHERE r.qn = q.qn AND r.probed), 0)
-                       AS probed_ub
-            FROM queries q
-        ), scored AS MATERIALIZED (
-            SELECT p.qn, p.point_id, p.score + x.extra AS score
-            FROM partial p JOIN bounds b USING (qn) CROSS JOIN LATERAL (
-                SELECT coalesce(sum({_bm25_weight("r.idf", "lp")}), 0) AS extra
-                FROM roles r JOIN lexical_postings lp
-                  ON lp.collection = :collection AND lp.room_id = :room_id
-                 AND lp.term = r.term AND lp.point_id = p.point_id
-                WHERE r.qn = p.qn AND r.probed
-            ) x
-            WHERE p.score + b.probed_ub >= b.floor
-        ), ranked AS MATERIALIZED (
-            SELECT qn, point_id, score,
-                   row_number() OVER (PARTITION BY qn ORDER BY score DESC, point_id) AS rn
-            FROM scored
-        ){_RANKED_HITS}"""

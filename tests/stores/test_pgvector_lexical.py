@@ -4,7 +4,8 @@
 transaction that changes the postings, so a query reads one row per term instead of counting
 (O(room) per query). After every step of a random sequence of inserts, rewrites and deletes,
 they must equal a recount from the points and postings, and the scores of ``search_lexical``
-must equal an in-memory Okapi BM25 over the room's live texts.
+must equal an in-memory Okapi BM25 over the room's live texts, for the writer and for a reader
+whose cached postings the writes made stale.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from knowledge.embeddings import HashingEmbedder
 from knowledge.lexical import BM25Index, analyze
 from knowledge.platform import Platform
 from knowledge.stores.base import EVIDENCE, PointFilter, VectorRecord
-from knowledge.stores.pgvector_store import PgVectorStore, _bm25_parameters
+from knowledge.stores.pgvector_store import PgVectorStore
 
 DIM = 64
 EMBEDDER = HashingEmbedder(DIM)
@@ -68,7 +69,7 @@ async def test_statistics_follow_every_write_and_scores_are_exact(
     platform: Platform, seed: int
 ) -> None:
     rng = random.Random(seed)
-    store = PgVectorStore(platform.engine)
+    store, reader = PgVectorStore(platform.engine), PgVectorStore(platform.engine)
     await store.ensure_collection(EVIDENCE, DIM)
     room, neighbour = f"room-{uuid.uuid4().hex[:12]}", f"room-{uuid.uuid4().hex[:12]}"
     # Another room's points share every term: they must count for neither statistic.
@@ -97,10 +98,12 @@ async def test_statistics_follow_every_write_and_scores_are_exact(
         pids = list(live)
         for query in ("standup budget", "zeppelin harbour invoice", "deploy rollback outage"):
             expected = {pids[d.index]: d.score for d in index.search(query, 50)}
-            hits = await store.search_lexical(EVIDENCE, room, analyze(query), 50)
-            assert {h.id for h in hits} == set(expected), (step, query)
-            for hit in hits:
-                assert hit.score == pytest.approx(expected[hit.id], rel=1e-6), (step, query)
+            # The writer's own cache, and another process's (the API's) that only reads.
+            for searcher in (store, reader):
+                hits = await searcher.search_lexical(EVIDENCE, room, analyze(query), 50)
+                assert {h.id for h in hits} == set(expected), (step, query)
+                for hit in hits:
+                    assert hit.score == pytest.approx(expected[hit.id], rel=1e-6), (step, query)
         # Filtered: BM25 of the room, over the points the filter allows.
         texts = list(live.values())
         where = PointFilter(speakers=("Ann", "Cy"), since=20.0)
@@ -136,17 +139,16 @@ async def test_statistics_follow_every_write_and_scores_are_exact(
 
 
 @pytest.mark.parametrize("seed", [4, 5])
-async def test_common_terms_probed_not_read_and_the_ranking_stays_exact(
+async def test_common_terms_rank_exactly_with_and_without_a_filter(
     platform: Platform, seed: int
 ) -> None:
-    """A term much more common than a query's rarer terms is probed for the points those found
-    (``_pruned_bm25_sql``) instead of read; the ranking must still be Okapi BM25's, exactly,
-    with and without a filter, for limits below and above the rare terms' postings."""
+    """Zipf-like terms (one in most points, others rarer and rarer): the ranking must be Okapi
+    BM25's, exactly, with and without a filter, for limits below and above the rare terms'
+    postings."""
     rng = random.Random(seed)
     store = PgVectorStore(platform.engine)
     await store.ensure_collection(EVIDENCE, DIM)
     room = f"room-{uuid.uuid4().hex[:12]}"
-    # Zipf-like: "project" in most points, "status" in many, the rest rarer and rarer.
     shares = {"project": 0.95, "status": 0.5, "review": 0.2, "budget": 0.05, "zeppelin": 0.03}
     filler = "alpha beta gamma delta epsilon".split()
     texts = {}
@@ -158,8 +160,6 @@ async def test_common_terms_probed_not_read_and_the_ranking_stays_exact(
     await store.upsert(EVIDENCE, room, [point(p, b) for p, b in texts.items()])
     index = BM25Index(list(texts.values()))
     pids = list(texts)
-
-    n, df = await store.term_stats(EVIDENCE, room, list(shares))
     queries = [
         "zeppelin budget project",
         "zeppelin budget status project",
@@ -167,11 +167,6 @@ async def test_common_terms_probed_not_read_and_the_ranking_stays_exact(
         "budget project",
         "zeppelin project status",
     ]
-    # The pruned statement is the one under test: some of its terms are probed.
-    avg_len = 1.0  # only the terms' roles matter here
-    plan = _bm25_parameters([analyze(q) for q in queries], n, avg_len, df)
-    assert any(plan["qprobe"]), plan
-
     allowed_rows = [i for i, t in enumerate(texts.values()) if SPEAKERS[len(t) % 3] != "Bob"]
     for limit in (1, 3, 10, 40):
         for where, allowed in ((None, None), (PointFilter(speakers=("Ann", "Cy")), allowed_rows)):
@@ -187,3 +182,46 @@ async def test_common_terms_probed_not_read_and_the_ranking_stays_exact(
                 cut = expected[min(limit, len(expected)) - 1][1]
                 above = {pid for pid, score in expected if score > cut + 1e-9}
                 assert above <= {h.id for h in hits}, (limit, query, where)
+
+
+async def test_a_search_reads_again_only_the_postings_a_write_changed(platform: Platform) -> None:
+    """A reader keeps the postings it scored and reads a term's again only when a write gave the
+    term a new version: a new point, a rewrite that keeps the term with another frequency (its
+    count unchanged), a delete. Counted reads, and the scores stay BM25's."""
+    writer, reader = PgVectorStore(platform.engine), PgVectorStore(platform.engine)
+    await writer.ensure_collection(EVIDENCE, DIM)
+    room = f"room-{uuid.uuid4().hex[:12]}"
+    texts = {f"m:{i}": "project " + ("budget " if i < 10 else "") for i in range(50)}
+    texts |= {"m:0": "project budget zeppelin", "m:1": "project budget zeppelin outage"}
+    await writer.upsert(EVIDENCE, room, [point(p, b) for p, b in texts.items()])
+    query = analyze("project budget zeppelin")
+
+    async def search_and_count() -> int:
+        before = reader._cache.postings_read
+        hits = await reader.search_lexical(EVIDENCE, room, query, 60)
+        index = BM25Index(list(texts.values()))
+        pids = list(texts)
+        expected = {pids[d.index]: d.score for d in index.search("project budget zeppelin", 60)}
+        assert {h.id: round(h.score, 9) for h in hits} == {
+            pid: round(score, 9) for pid, score in expected.items()
+        }
+        return reader._cache.postings_read - before
+
+    assert await search_and_count() == 50 + 10 + 2  # every posting of the three terms, once
+    assert await search_and_count() == 0
+    # A new point with one of the terms: that term's postings only.
+    texts["m:new"] = "zeppelin launch"
+    await writer.upsert(EVIDENCE, room, [point("m:new", texts["m:new"])])
+    assert await search_and_count() == 3
+    # A rewrite that keeps "budget" (and its count) with another frequency and length.
+    texts["m:5"] = "project budget budget"
+    await writer.upsert(EVIDENCE, room, [point("m:5", texts["m:5"])])
+    assert await search_and_count() == 50 + 10
+    del texts["m:1"]
+    await writer.delete(EVIDENCE, room, ["m:1"])
+    assert await search_and_count() == 49 + 9 + 2
+    # Another room with the same terms shares nothing with this one's cache.
+    other = f"room-{uuid.uuid4().hex[:12]}"
+    await writer.upsert(EVIDENCE, other, [point("m:0", "project budget zeppelin")])
+    hits = await reader.search_lexical(EVIDENCE, other, query, 60)
+    assert [h.id for h in hits] == ["m:0"]
