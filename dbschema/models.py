@@ -248,6 +248,14 @@ class ChunkExtraction(Base):
 
 class GraphEntity(Base):
     __tablename__ = "graph_entities"
+    # The words of each name (migration 0019): the entities a question's word can name.
+    __table_args__ = (
+        Index(
+            "ix_graph_entities_name_words",
+            sql_text("string_to_array(name, ' ')"),
+            postgresql_using="gin",
+        ),
+    )
 
     room_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(Text, primary_key=True)

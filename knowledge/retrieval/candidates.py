@@ -205,23 +205,26 @@ async def time_window(ctx: SearchContext) -> CandidateList:
     return found
 
 
-def _ngrams(text: str, names: set[str], max_words: int = 4) -> list[str]:
-    """Entity names occurring in a text (whole words, up to four words long)."""
+def _text_grams(text: str, max_words: int = 4) -> list[str]:
+    """The word n-grams of a text that could be entity names (longest first, each once)."""
     tokens = [t for t in re.findall(r"[^\W_][\w'’-]*", text.lower())]
     tokens = [t[:-2] if t.endswith(("'s", "’s")) else t for t in tokens]
-    found = []
-    for size in range(max_words, 0, -1):
-        for i in range(len(tokens) - size + 1):
-            gram = " ".join(tokens[i : i + size])
-            if gram in names and gram not in found:
-                found.append(gram)
-    return found
+    grams = (
+        " ".join(tokens[i : i + size])
+        for size in range(max_words, 0, -1)
+        for i in range(len(tokens) - size + 1)
+    )
+    return list(dict.fromkeys(grams))
+
+
+def _ngrams(text: str, names: set[str]) -> list[str]:
+    """Entity names occurring in a text (whole words, up to four words long)."""
+    return [gram for gram in _text_grams(text) if gram in names]
 
 
 async def graph(
     ctx: SearchContext,
     aliases_of: dict[str, list[str]],
-    names: set[str],
     bridge_texts: Sequence[str] = (),
     seed_weights: dict[str, float] | None = None,
     signal: str = "graph",
@@ -244,6 +247,9 @@ async def graph(
     if seed_weights is None:
         for name in plan.entities:
             seeds[name] = 1.0
+        # The names the hits can hold, looked up (a large room has tens of thousands).
+        grams = {gram for text in bridge_texts for gram in _text_grams(text)}
+        names = set(await platform.graph.entity_names_matching(room_id, grams)) if grams else set()
         for text in bridge_texts:
             for name in _ngrams(text, names)[:4]:
                 if name not in seeds:
@@ -397,9 +403,7 @@ async def _chunk_messages(
     return [(cid, mids, artifact) for cid, mids, artifact in rows], messages
 
 
-async def reports(
-    ctx: SearchContext, aliases_of: dict[str, list[str]], names: set[str]
-) -> CandidateList:
+async def reports(ctx: SearchContext, aliases_of: dict[str, list[str]]) -> CandidateList:
     """Community reports that match the question → messages of their member entities."""
     platform = ctx.platform
     hits = await platform.vectors.search(
@@ -422,7 +426,7 @@ async def reports(
             seeds[name] = max(seeds.get(name, 0.0), 1.0 / (1 + rank))
     # The question's own subgraph, when the graph generator found one, stays the context's.
     question_graph = (ctx.subgraph, ctx.focus)
-    found = await graph(ctx, aliases_of, names, seed_weights=seeds, signal="reports")
+    found = await graph(ctx, aliases_of, seed_weights=seeds, signal="reports")
     if question_graph[0] is not None:
         ctx.subgraph, ctx.focus = question_graph
     found.note = f"{len(used)} reports; " + found.note

@@ -25,7 +25,7 @@ from knowledge.platform import Platform
 from knowledge.retrieval import candidates as gen
 from knowledge.retrieval.candidates import CandidateList, SearchContext
 from knowledge.retrieval.fusion import fuse
-from knowledge.retrieval.query import QueryPlan, plan_query
+from knowledge.retrieval.query import QueryPlan, name_lookup, plan_query
 from knowledge.retrieval.rerank import (
     HttpReranker,
     LLMReranker,
@@ -218,11 +218,11 @@ async def retrieve(
     # missing room raises its NotFoundError from the gather.)
     t0 = time.perf_counter()
     profile, entity_names = await asyncio.gather(
-        room_profile(platform, room_id), platform.graph.entity_names(room_id)
+        room_profile(platform, room_id),
+        platform.graph.entity_names_matching(room_id, *name_lookup(question)),
     )
     aliases = profile.aliases
-    names = set(entity_names)
-    plan = plan_query(question, names, aliases, profile.speakers, profile.last_time)
+    plan = plan_query(question, set(entity_names), aliases, profile.speakers, profile.last_time)
     aliases_of: dict[str, list[str]] = {}
     for alias, canonical in aliases.items():
         aliases_of.setdefault(canonical, []).append(alias)
@@ -260,7 +260,7 @@ async def retrieve(
         jobs.append(("dense", lambda: gen.dense(ctx)))
     if "graph" in enabled:
         bridges = [units[c.unit_id].text for c in lexical.candidates[:3] if c.unit_id in units]
-        jobs.append(("graph", lambda: gen.graph(ctx, aliases_of, names, bridges)))
+        jobs.append(("graph", lambda: gen.graph(ctx, aliases_of, bridges)))
     if "speaker" in enabled:
         jobs.append(("speaker", lambda: gen.speaker(ctx)))
     if "time" in enabled:
@@ -274,7 +274,7 @@ async def retrieve(
     )
     stages += [stage for own in job_stages for stage in own]  # in the jobs' order
     if options.reports and "reports" in enabled:
-        lists.append(await _timed(stages, "reports", gen.reports(ctx, aliases_of, names)))
+        lists.append(await _timed(stages, "reports", gen.reports(ctx, aliases_of)))
 
     # Fusion.
     t0 = time.perf_counter()

@@ -66,23 +66,46 @@ class QueryPlan:
     clauses: list[list[str]] = field(default_factory=list)
 
 
+def _question_words(question: str) -> list[str]:
+    return [
+        w[:-2] if w.endswith(("'s", "’s")) else w.rstrip("'’")
+        for w in re.findall(r"[^\W_][\w'’-]*", question)
+    ]
+
+
+def _grams(lowered: list[str]) -> list[str]:
+    """The word n-grams (longest first, up to four words) a name could be."""
+    return [
+        normalize_name(" ".join(lowered[i : i + size]))
+        for size in range(_MAX_NAME_WORDS, 0, -1)
+        for i in range(len(lowered) - size + 1)
+    ]
+
+
+def _capitalized(raw: list[str]) -> list[str]:
+    """Capitalized words after the first: each may be part of a longer name."""
+    return [w.lower() for w in raw[1:] if w[:1].isupper() and w.lower() not in STOPWORDS]
+
+
+def name_lookup(question: str) -> tuple[list[str], list[str]]:
+    """What the question's words can name, for ``GraphStore.entity_names_matching``: its
+    n-grams and its capitalized words. Every name :func:`mentioned_entities` can return is
+    among the names matching them, so it needs no other name of the room."""
+    raw = _question_words(question)
+    return _grams([w.lower() for w in raw]), _capitalized(raw)
+
+
 def mentioned_entities(question: str, names: set[str]) -> list[str]:
     """Entity names the question mentions, longest first.
 
     Whole-word matches of a full name first; a capitalized question word that is no full name
     ("Zenobia") then picks the shortest entity names containing it ("zenobia of palmyra").
     """
-    raw = [
-        w[:-2] if w.endswith(("'s", "’s")) else w.rstrip("'’")
-        for w in re.findall(r"[^\W_][\w'’-]*", question)
-    ]
-    lowered = [w.lower() for w in raw]
+    raw = _question_words(question)
     found: list[str] = []
-    for size in range(_MAX_NAME_WORDS, 0, -1):
-        for i in range(len(lowered) - size + 1):
-            candidate = normalize_name(" ".join(lowered[i : i + size]))
-            if candidate in names and not any(candidate in f.split() for f in found):
-                found.append(candidate)
+    for candidate in _grams([w.lower() for w in raw]):
+        if candidate in names and not any(candidate in f.split() for f in found):
+            found.append(candidate)
     covered = {w for name in found for w in name.split()}
     for word in raw[1:]:
         lower = word.lower()

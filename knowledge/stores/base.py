@@ -93,6 +93,14 @@ class GraphStore(Protocol):
 
     async def entity_names(self, room_id: str) -> list[str]: ...
 
+    async def entity_names_matching(
+        self, room_id: str, names: Collection[str], words: Collection[str] = ()
+    ) -> list[str]:
+        """The room's entity names that are among ``names`` or have one of ``words`` as a
+        whole word, sorted: what a question's words can name, without reading every name of
+        a room that has tens of thousands."""
+        ...
+
     async def entity_labels(self, room_id: str) -> list[tuple[str, str]]:
         """``(name, display_name)`` of every entity of the room, by name."""
         ...

@@ -580,6 +580,21 @@ class Neo4jGraphStore:
         )
         return sorted(rows)
 
+    async def entity_names_matching(
+        self, room_id: str, names: Collection[str], words: Collection[str] = ()
+    ) -> list[str]:
+        if not names and not words:
+            return []
+        rows = await self._rows(
+            "MATCH (e:Entity {room_id: $room_id}) "
+            "WHERE e.name IN $names OR any(w IN split(e.name, ' ') WHERE w IN $words) "
+            "RETURN collect(e.name) AS rows",
+            room_id=room_id,
+            names=sorted(set(names)),
+            words=sorted(set(words)),
+        )
+        return sorted(rows)
+
     async def entity_labels(self, room_id: str) -> list[tuple[str, str]]:
         rows = await self._rows(
             "MATCH (e:Entity {room_id: $room_id}) RETURN collect([e.name, e.display_name]) AS rows",

@@ -285,6 +285,27 @@ class PostgresGraphStore:
             )
             return sorted(r[0] for r in rows)
 
+    async def entity_names_matching(
+        self, room_id: str, names: Collection[str], words: Collection[str] = ()
+    ) -> list[str]:
+        if not names and not words:
+            return []
+        # Exact names by the primary key; names with a word through the GIN index of their
+        # words (migration 0019).
+        sql = text(
+            """
+            SELECT name FROM graph_entities
+            WHERE room_id = :room_id AND name = ANY(CAST(:names AS text[]))
+            UNION
+            SELECT name FROM graph_entities
+            WHERE room_id = :room_id
+              AND string_to_array(name, ' ') && CAST(:words AS text[])
+            """
+        )
+        params = {"room_id": room_id, "names": sorted(set(names)), "words": sorted(set(words))}
+        async with self.engine.connect() as conn:
+            return sorted(str(r[0]) for r in await conn.execute(sql, params))
+
     async def entity_labels(self, room_id: str) -> list[tuple[str, str]]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(

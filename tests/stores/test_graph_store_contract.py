@@ -169,6 +169,36 @@ async def test_replace_graph_makes_the_room_exactly_the_new_graph(
     assert await graph_store.get_graph(room) == RoomGraph(entities=[], relationships=[])
 
 
+async def test_entity_names_matching_finds_names_by_whole_name_or_word(
+    graph_store: GraphStore, room: str
+) -> None:
+    """What a question's words can name: exact names, and names with one of the words as a
+    whole word ("palmyra" names "zenobia of palmyra", not "palmyrans"); no other room's."""
+    many = RoomGraph(
+        entities=[
+            entity(n)
+            for n in ("zenobia of palmyra", "palmyrans", "queen zenobia", "rome", "new rome")
+        ],
+        relationships=[],
+    )
+    await graph_store.replace_graph(room, many)
+    other = f"{room}-other"
+    await graph_store.replace_graph(other, RoomGraph(entities=[entity("rome")], relationships=[]))
+    match = graph_store.entity_names_matching
+    assert await match(room, ["rome", "nowhere", "zenobia"]) == ["rome"]
+    assert await match(room, [], ["palmyra"]) == ["zenobia of palmyra"]
+    assert await match(room, ["palmyrans"], ["zenobia", "rome"]) == [
+        "new rome",
+        "palmyrans",
+        "queen zenobia",
+        "rome",
+        "zenobia of palmyra",
+    ]
+    assert await match(room, [], []) == []
+    assert await match(f"{room}-empty", ["rome"], ["rome"]) == []
+    assert await match(other, ["rome"], ["new"]) == ["rome"]
+
+
 async def test_get_entities_and_names(graph_store: GraphStore, room: str) -> None:
     assert await graph_store.entity_names(room) == sorted(names(sample_graph()))
     assert await graph_store.entity_labels(room) == sorted(
