@@ -2,9 +2,9 @@
 
 Retrieval terms are lower-cased words, minus a short English stopword list, stemmed with the
 Snowball (Porter 2) English stemmer, so "postponed" finds "postpone". The same terms feed the
-PostgreSQL postings (BM25 computed in SQL) and Qdrant's sparse vectors (BM25 term-frequency
-part stored, IDF applied by Qdrant), and the in-process :class:`BM25Index` used by tests and
-benchmarks; the two backends therefore rank alike.
+PostgreSQL postings (scored by :mod:`knowledge.stores.postings_cache`) and Qdrant's sparse
+vectors (BM25 term-frequency part stored, IDF applied by Qdrant), and the in-process
+:class:`BM25Index` used by tests and benchmarks; the two backends therefore rank alike.
 
 The stopword list is deliberately short (Lucene's English list, pronouns and question words):
 the extraction stoplist also drops names of months, "first", "last"… which matter to questions.
@@ -49,8 +49,11 @@ def _stem(word: str) -> str:
 
 def words(text: str) -> list[str]:
     """Lower-cased words, possessives folded ("cruz's" → "cruz")."""
+    lowered = text.lower()
+    if "'" not in lowered and "’" not in lowered:
+        return _WORD.findall(lowered)  # no apostrophe, nothing to fold (most texts)
     out = []
-    for match in _WORD.finditer(text.lower()):
+    for match in _WORD.finditer(lowered):
         word = match.group(0).replace("’", "'")
         if word.endswith("'s"):
             word = word[:-2]
