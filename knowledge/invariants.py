@@ -44,10 +44,9 @@ async def names_normalized(platform: Platform, room_id: str) -> CheckOutcome:
 
 
 async def entities_in_communities(platform: Platform, room_id: str) -> CheckOutcome:
-    names = await platform.graph.entity_names(room_id)
-    communities = await platform.graph.get_communities(room_id)
-    covered = {n for c in communities if c.level == 0 for n in c.entity_names}
-    missing = sorted(n for n in names if n not in covered)
+    # Answered by the store: reading every name and community out cost 80-190 ms of every
+    # refresh run at 100k messages.
+    missing = await platform.graph.entities_outside_communities(room_id)
     return _outcome(
         missing, "every entity is in a level-0 community", "entities are in no community"
     )

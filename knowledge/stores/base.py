@@ -93,6 +93,11 @@ class GraphStore(Protocol):
 
     async def entity_names(self, room_id: str) -> list[str]: ...
 
+    async def entities_outside_communities(self, room_id: str) -> list[str]:
+        """The room's entity names in no level-0 community, sorted (an invariant: every
+        entity has one after a refresh; answered without reading the communities out)."""
+        ...
+
     async def entity_names_matching(
         self, room_id: str, names: Collection[str], words: Collection[str] = ()
     ) -> list[str]:

@@ -285,6 +285,18 @@ class PostgresGraphStore:
             )
             return sorted(r[0] for r in rows)
 
+    async def entities_outside_communities(self, room_id: str) -> list[str]:
+        sql = text(
+            """
+            SELECT name FROM graph_entities WHERE room_id = :room_id
+            EXCEPT
+            SELECT unnest(entity_names) FROM graph_communities
+            WHERE room_id = :room_id AND level = 0
+            """
+        )
+        async with self.engine.connect() as conn:
+            return sorted(str(r[0]) for r in await conn.execute(sql, {"room_id": room_id}))
+
     async def entity_names_matching(
         self, room_id: str, names: Collection[str], words: Collection[str] = ()
     ) -> list[str]:

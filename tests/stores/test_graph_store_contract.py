@@ -417,6 +417,22 @@ async def test_communities_round_trip_and_replace(graph_store: GraphStore, room:
     assert await graph_store.get_communities(room) == []
 
 
+async def test_entities_outside_communities_are_those_in_no_level_0_community(
+    graph_store: GraphStore, room: str
+) -> None:
+    # The room's graph is sample_graph(): every entity is in a level-0 community.
+    assert await graph_store.entities_outside_communities(room) == sorted(names(sample_graph()))
+    await graph_store.replace_communities(room, sample_communities())
+    assert await graph_store.entities_outside_communities(room) == []
+    # Only level 0 counts (phi is still in a level-1 community), and only this room's.
+    level0 = [c for c in sample_communities() if c.level == 0]
+    level0[0] = replace(level0[0], entity_names=["alpha", "beta"])
+    await graph_store.replace_communities(room, [*level0, *sample_communities()[2:]])
+    await graph_store.replace_communities(new_room(), sample_communities())
+    assert await graph_store.entities_outside_communities(room) == ["phi"]
+    assert await graph_store.entities_outside_communities(f"{room}-empty") == []
+
+
 async def test_communities_by_id_or_member(graph_store: GraphStore, room: str) -> None:
     await graph_store.replace_communities(room, sample_communities())
     other = new_room()
