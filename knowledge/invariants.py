@@ -60,8 +60,8 @@ async def vectors_match_rows(platform: Platform, room_id: str, kind: str) -> Che
     if kind == "chunks":
         rows = (await chunk_counts(platform, room_id))[0]
     else:
-        counts = await platform.graph.counts(room_id)
-        rows = counts["reports" if kind == "communities" else kind]
+        key = "reports" if kind == "communities" else kind
+        rows = (await platform.graph.counts(room_id, [key]))[key]
     vectors = await platform.vectors.count(kind, room_id)
     if rows == vectors:
         return CheckOutcome(True, f"{rows} {kind} rows, {vectors} vectors", [])

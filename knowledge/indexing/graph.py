@@ -538,7 +538,7 @@ async def build_graph(platform: Platform, room_id: str) -> GraphBuild:
 async def _stores_agree(platform: Platform, room_id: str, entities: int) -> bool:
     """The stores still hold as many entities (and entity points) as the last build wrote
     (not so after a store was wiped or swapped on its own): two counts."""
-    if (await platform.graph.counts(room_id))["entities"] != entities:
+    if (await platform.graph.counts(room_id, ["entities"]))["entities"] != entities:
         return False
     return await platform.vectors.count(ENTITIES, room_id) == entities
 
@@ -1367,7 +1367,7 @@ async def _summary(
     vectors: VectorSync,
     fields: dict[str, Any],
 ) -> GraphBuild:
-    counts = await platform.graph.counts(room_id)
+    counts = await platform.graph.counts(room_id, ["entities", "relationships"])
     async with platform.session() as session:
         dropped, aliases = (
             await session.execute(

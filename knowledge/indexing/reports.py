@@ -83,7 +83,7 @@ async def write_reports(platform: Platform, room_id: str) -> ReportBuild:
                 room_id, ids=pending.community_ids, containing=pending.entity_names
             )
             names = await _context_names(platform, room_id, touched)
-            room_entities = (await platform.graph.counts(room_id)).get("entities", 0)
+            room_entities = (await platform.graph.counts(room_id, ["entities"]))["entities"]
             whole_graph = len(names) > FULL_PASS_SHARE * room_entities
             gone = sorted(pending.community_ids - {c.id for c in touched})
             build = await _write_touched(platform, room_id, touched, gone, names, whole_graph)
@@ -210,7 +210,7 @@ def _vector_item(report: CommunityReport) -> tuple[str, dict[str, object]]:
 
 
 async def _report_count(platform: Platform, room_id: str) -> int:
-    return int((await platform.graph.counts(room_id)).get("reports", 0))
+    return (await platform.graph.counts(room_id, ["reports"]))["reports"]
 
 
 async def chunk_texts_by_id(

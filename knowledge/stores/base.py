@@ -58,6 +58,10 @@ class PointFilter:
         return not self.speakers and self.since is None and self.until is None
 
 
+#: What ``GraphStore.counts`` counts.
+COUNT_KINDS = ("entities", "relationships", "communities", "reports")
+
+
 class GraphStore(Protocol):
     async def ensure_schema(self) -> None: ...
 
@@ -192,8 +196,10 @@ class GraphStore(Protocol):
         """The room's reports (of those communities only, when given), best rank first."""
         ...
 
-    async def counts(self, room_id: str) -> dict[str, int]:
-        """Keys: entities, relationships, communities, reports."""
+    async def counts(self, room_id: str, kinds: Collection[str] = COUNT_KINDS) -> dict[str, int]:
+        """Counts of the room's ``kinds`` (of :data:`COUNT_KINDS`: entities, relationships,
+        communities, reports), keyed by kind. Ask only for those needed: a large room's
+        relationships are tens of thousands of rows to count."""
         ...
 
     async def wipe_room(self, room_id: str) -> dict[str, int]:

@@ -24,6 +24,7 @@ from knowledge.graph import (
     TopologyDigest,
 )
 from knowledge.relational import any_text, insert_records, text_array
+from knowledge.stores.base import COUNT_KINDS
 
 _BATCH = 1000
 
@@ -645,27 +646,32 @@ class PostgresGraphStore:
             for r in rows
         ]
 
-    async def counts(self, room_id: str) -> dict[str, int]:
-        kinds: dict[str, Any] = {
+    async def counts(self, room_id: str, kinds: Collection[str] = COUNT_KINDS) -> dict[str, int]:
+        models: dict[str, Any] = {
             "entities": GraphEntity,
             "relationships": GraphRelationship,
             "communities": GraphCommunity,
             "reports": GraphCommunityReport,
         }
+        asked = [k for k in COUNT_KINDS if k in kinds]
+        if unknown := set(kinds) - set(COUNT_KINDS):
+            raise ValueError(f"unknown kinds to count: {sorted(unknown)}")
+        if not asked:
+            return {}
         # One statement (one round trip), each count an index-only scan of the room's rows.
         query = select(
             *(
                 select(func.count())
-                .select_from(model)
-                .where(model.room_id == room_id)
+                .select_from(models[key])
+                .where(models[key].room_id == room_id)
                 .scalar_subquery()
                 .label(key)
-                for key, model in kinds.items()
+                for key in asked
             )
         )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).one()
-        return {key: int(row[i]) for i, key in enumerate(kinds)}
+        return {key: int(row[i]) for i, key in enumerate(asked)}
 
     async def wipe_room(self, room_id: str) -> dict[str, int]:
         removed: dict[str, int] = {}

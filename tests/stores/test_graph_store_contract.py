@@ -532,6 +532,12 @@ async def test_counts(graph_store: GraphStore, room: str) -> None:
     }
     empty = {"entities": 0, "relationships": 0, "communities": 0, "reports": 0}
     assert await graph_store.counts(new_room()) == empty
+    # Only the kinds asked for.
+    assert await graph_store.counts(room, ["reports", "entities"]) == {"entities": 6, "reports": 1}
+    assert await graph_store.counts(room, ["relationships"]) == {"relationships": 5}
+    assert await graph_store.counts(room, []) == {}
+    with pytest.raises(ValueError, match="unknown kinds"):
+        await graph_store.counts(room, ["chunks"])
 
 
 # --- rooms --------------------------------------------------------------------------------------
