@@ -181,6 +181,10 @@ async def time_window(ctx: SearchContext) -> CandidateList:
             for h in ctx.lexical_hits[:30]
             if h.score >= 0.4 * best and h.payload.get("ts") is not None
         ]
+        if len({float(h.payload["ts"]) for h in topical}) < 2:
+            # An undated transcript's messages all carry the time of their import: sorted by
+            # it, the hits would be the lexical list again, counted twice in the fusion.
+            return CandidateList("time", note="the topical hits have no time order")
         topical.sort(key=lambda h: float(h.payload["ts"]) * intent.direction, reverse=True)
         word = "newest" if intent.direction > 0 else "oldest"
         return _from_hits("time", topical, f"{word} of {len(topical)} topical hits first")

@@ -185,6 +185,33 @@ async def test_a_temporal_question_picks_the_dated_message(platform: Platform) -
     assert ranked.index(april) < ranked.index(march)
 
 
+async def test_first_or_latest_orders_by_time_only_when_the_times_differ(
+    platform: Platform,
+) -> None:
+    """ "The first …" orders the topical hits oldest first. An undated transcript's messages
+    all carry their import's time: there is no order, and the time signal proposes nothing
+    (sorted by equal times it was the lexical list again, counted twice in the fusion)."""
+    undated = await timed_room(
+        platform, [TranscriptRow(r.speaker, r.text, None) for r in TIMED_ROWS]
+    )
+    dated = await timed_room(platform, TIMED_ROWS)
+    question = "What was the first thing said about the venue?"
+    for room in (undated, dated):
+        await index(platform, room)
+    found = await find_evidence(platform, undated, question)
+    assert found.plan.time.direction == -1
+    stage = next(s for s in found.stages if s.stage == "time")
+    assert stage.found == 0 and "no time order" in stage.note
+    assert not any("time" in e.signals for e in found.evidence)
+
+    found = await find_evidence(platform, dated, question)
+    stage = next(s for s in found.stages if s.stage == "time")
+    assert stage.found >= 2
+    timed = [e for e in found.evidence if "time" in e.signals]
+    first = min(timed, key=lambda e: e.signals["time"])
+    assert first.time == min(e.time for e in timed if e.time is not None)
+
+
 ALIAS_ROOM = [
     ("Ann", "Taylor Cruz will lead the migration project."),
     ("Bob", "I talked with Taylor Cruz about the migration timeline yesterday."),
