@@ -497,8 +497,8 @@ class PgVectorStore:
                     term,
                     int(version),
                     ids.split(" "),
-                    np.array(tfs.split(" "), dtype=np.float64),
-                    np.array(lengths.split(" "), dtype=np.float64),
+                    np.array(tfs.split(" "), dtype=np.int32),
+                    np.array(lengths.split(" "), dtype=np.int32),
                 )
         return out
 

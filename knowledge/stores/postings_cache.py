@@ -8,9 +8,10 @@ scored, as arrays, and reads a term's postings again only when the term's versio
 from the cached one; the statistics row a query reads anyway carries it. So a query reads one
 row per term, and a refresh makes the next query read again only the terms it wrote.
 
-Scores are exactly those of the SQL formula (same operations, in the same order, per posting);
-ties are broken by point id, as the SQL ``ORDER BY score DESC, point_id`` did (the database
-collation is ``C``: code-point order, as Python's).
+Scores are Okapi BM25 (``idf × tf × (k1 + 1) / (tf + k1 × (1 − b + b × len / avg_len))``, per
+posting in float64, as the SQL statements this replaced computed them); ties are broken by
+point id in code-point order, as their ``ORDER BY score DESC, point_id`` under the database's
+``C`` collation did.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from numpy.typing import NDArray
 
 from knowledge.lexical import BM25_B, BM25_K1
 
-#: Postings kept per process by default (about 16 bytes each, with the point-id codes): a
-#: room of 100k messages has about 1.2 million.
+#: Postings kept per process by default (12 bytes each: point code, tf and length as int32; the
+#: point ids' strings once per room besides): a room of 100k messages has about 1.2 million.
 DEFAULT_BUDGET = 4_000_000
 
 
@@ -34,8 +35,8 @@ class TermPostings:
     version: int
     #: Codes of the points (``RoomPoints``), one per posting; unique within a term.
     codes: NDArray[np.int32]
-    tf: NDArray[np.float64]
-    doc_len: NDArray[np.float64]
+    tf: NDArray[np.int32]
+    doc_len: NDArray[np.int32]
 
     @property
     def size(self) -> int:
@@ -97,8 +98,8 @@ class PostingsCache:
         term: str,
         version: int,
         point_ids: Sequence[str],
-        tf: NDArray[np.float64],
-        doc_len: NDArray[np.float64],
+        tf: NDArray[np.int32],
+        doc_len: NDArray[np.int32],
     ) -> TermPostings:
         """Cache a term's postings (read in one statement with ``version``); returned even when
         larger than the whole budget, which keeps it for this query only."""
@@ -157,7 +158,7 @@ def bm25_top(
             p = postings[term]
             w = weights.get(term)
             if w is None:
-                # The SQL's expression, operation by operation.
+                # Operation by operation as in the docstring (int32 widens to float64 exactly).
                 w = weights[term] = (
                     idf[term]
                     * p.tf
