@@ -25,9 +25,7 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -294,7 +292,11 @@ if __name__ == "__main__":
         "--dense", action="store_true", help="embed with bench/embed_server.py (started here)"
     )
     parsed = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="cgq-", dir="/tmp"))
+    from bench.common import bench_data_dir
+
+    # Removed at exit once its embedded PostgreSQL is stopped (an rmtree first left the server
+    # running on a deleted directory).
+    data_dir = bench_data_dir("cgq-")
     os.environ["COAGENT_DATA_DIR"] = str(data_dir)
     for var in ("DATABASE_URL", "POSTGRES_SERVER", "NEO4J_URI", "QDRANT_URL"):
         os.environ.pop(var, None)
@@ -305,4 +307,3 @@ if __name__ == "__main__":
         if embed_server is not None:
             embed_server.terminate()
             embed_server.wait(10)
-        shutil.rmtree(data_dir, ignore_errors=True)
