@@ -144,6 +144,27 @@ def _speaker_forms(speaker: str) -> set[str]:
     return {f for f in forms if f}
 
 
+def _asks_speech(question: str, speakers: list[str], forms: dict[str, list[str]]) -> bool:
+    """Whether the question asks what a speaker it names said: a speech cue in a clause that
+    names them ("What did Taylor say about…"), not a cue in another clause ("Marcius names two
+    tribunes. What do those two plan to tell the people?"). Without a named speaker, any cue."""
+    if not _SPEECH_CUES.search(question):
+        return False
+    if not speakers:
+        return True
+    for clause in _CLAUSE_BREAK.split(question):
+        if not _SPEECH_CUES.search(clause):
+            continue
+        clause_words = " " + " ".join(words(clause)) + " "
+        for speaker in speakers:
+            names = _speaker_forms(speaker) | {
+                " ".join(words(f)) for f in forms.get(normalize_name(speaker), [])
+            }
+            if any(f" {name} " in clause_words for name in names if name):
+                return True
+    return False
+
+
 def plan_query(
     question: str,
     entity_names: set[str],
@@ -171,7 +192,7 @@ def plan_query(
         entities=list(forms),
         entity_forms=forms,
         speakers=named_speakers,
-        speech=bool(_SPEECH_CUES.search(question)),
+        speech=_asks_speech(question, named_speakers, forms),
         time=intent,
         clauses=split_clauses(topic),
     )

@@ -95,3 +95,31 @@ def test_a_message_that_answers_one_clause_fully_beats_one_touching_both_a_littl
     assert scores[1] > scores[0]
     as_one_clause = asyncio.run(reranker.scores(replace(plan, clauses=[]), items))
     assert as_one_clause[0] > as_one_clause[1]
+
+
+def test_a_speech_cue_counts_in_the_clause_that_names_the_speaker() -> None:
+    """ "What did Taylor say" asks for Taylor's words; "Marcius names two tribunes. What do those
+    two plan to tell the people?" asks about Marcius, the cue belonging to the tribunes."""
+
+    def speech(question: str, speakers: list[str], names: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
+        return plan_query(question, set(names), {}, speakers, END).speech
+
+    assert speech("What did Taylor say about the launch?", ["Taylor Cruz"])
+    assert speech("According to Priya, when is the launch?", ["Priya Natarajan"])
+    # A speaker named by an alias of their entity.
+    plan = plan_query(
+        "Marcius left. What did TC tell the merchants?",
+        {"taylor cruz"},
+        {"tc": "taylor cruz"},
+        ["Taylor Cruz"],
+        END,
+    )
+    assert plan.speakers == ["Taylor Cruz"] and plan.speech
+    assert not speech(
+        "Marcius names two of the people's tribunes. What do those two plan to tell the people?",
+        ["Marcius"],
+        {"marcius"},
+    )
+    # No speaker named: any cue (the speaker weight does not apply then).
+    assert speech("Who said the launch moves?", [])
+    assert not speech("What did Taylor decide about the launch?", ["Taylor Cruz"])
