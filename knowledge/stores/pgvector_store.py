@@ -436,15 +436,8 @@ class PgVectorStore:
                     ).scalars()
                 )
             idf = {t: bm25_idf(stats.n_docs, df) for t, df in stats.df.items()}
-            ranked = bm25_top(
-                queries,
-                postings,
-                idf,
-                stats.avg_len,
-                self._cache.points(collection, room_id),
-                limit,
-                allowed,
-            )
+            points, postings = self._cache.aligned(collection, room_id, postings)
+            ranked = bm25_top(queries, postings, idf, stats.avg_len, points, limit, allowed)
             ids = sorted({pid for hits in ranked for pid, _ in hits})
             rows = (
                 await conn.execute(
@@ -467,11 +460,7 @@ class PgVectorStore:
         """The terms' postings: from the cache when of the version the statistics gave, else
         read (each stale term's postings and version in one statement: one snapshot)."""
         cache = self._cache
-        stale = cache.stale(collection, room_id, versions)
-        out = {}
-        for term in versions:
-            if term not in stale and (cached := cache.get(collection, room_id, term)):
-                out[term] = cached
+        out, stale = cache.lookup(collection, room_id, versions)
         if stale:
             # Space-separated text lists: parsing three strings per term is several times
             # cheaper than a row (or array element) per posting through the driver.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,19 +28,6 @@ from knowledge.lexical import BM25_B, BM25_K1
 #: Postings kept per process by default (12 bytes each: point code, tf and length as int32; the
 #: point ids' strings once per room besides): a room of 100k messages has about 1.2 million.
 DEFAULT_BUDGET = 4_000_000
-
-
-@dataclass(frozen=True)
-class TermPostings:
-    version: int
-    #: Codes of the points (``RoomPoints``), one per posting; unique within a term.
-    codes: NDArray[np.int32]
-    tf: NDArray[np.int32]
-    doc_len: NDArray[np.int32]
-
-    @property
-    def size(self) -> int:
-        return int(self.codes.size)
 
 
 class RoomPoints:
@@ -63,6 +50,21 @@ class RoomPoints:
         return out
 
 
+@dataclass(frozen=True)
+class TermPostings:
+    version: int
+    #: The point codes these postings are in (the room's when they were read).
+    points: RoomPoints
+    #: Codes of the points, one per posting; unique within a term.
+    codes: NDArray[np.int32]
+    tf: NDArray[np.int32]
+    doc_len: NDArray[np.int32]
+
+    @property
+    def size(self) -> int:
+        return int(self.codes.size)
+
+
 class PostingsCache:
     """LRU of terms' postings by (collection, room, term), bounded by their total count."""
 
@@ -74,22 +76,43 @@ class PostingsCache:
         #: Postings read from the database so far (what the cache saves is visible in tests).
         self.postings_read = 0
 
-    def stale(self, collection: str, room_id: str, versions: dict[str, int]) -> list[str]:
-        """The terms whose cached postings are missing or of another version."""
-        out = []
+    def lookup(
+        self, collection: str, room_id: str, versions: dict[str, int]
+    ) -> tuple[dict[str, TermPostings], list[str]]:
+        """The cached postings of the terms at these versions (now the most recently used),
+        and the other terms, sorted: those to read."""
+        found: dict[str, TermPostings] = {}
+        stale = []
         for term, version in versions.items():
-            cached = self._terms.get((collection, room_id, term))
+            key = (collection, room_id, term)
+            cached = self._terms.get(key)
             if cached is None or cached.version != version:
-                out.append(term)
+                stale.append(term)
             else:
-                self._terms.move_to_end((collection, room_id, term))
-        return sorted(out)
+                self._terms.move_to_end(key)
+                found[term] = cached
+        return found, sorted(stale)
 
     def get(self, collection: str, room_id: str, term: str) -> TermPostings | None:
         return self._terms.get((collection, room_id, term))
 
     def points(self, collection: str, room_id: str) -> RoomPoints:
         return self._rooms.setdefault((collection, room_id), RoomPoints())
+
+    def aligned(
+        self, collection: str, room_id: str, postings: dict[str, TermPostings]
+    ) -> tuple[RoomPoints, dict[str, TermPostings]]:
+        """The room's point codes, and ``postings`` all in them: a query's postings can be in
+        codes the room no longer has (every term of the room was evicted, by this query's
+        reads or another's, while it waited), and are then coded again (a rare copy)."""
+        points = self.points(collection, room_id)
+        out = {
+            term: p
+            if p.points is points
+            else replace(p, points=points, codes=points.intern([p.points.ids[c] for c in p.codes]))
+            for term, p in postings.items()
+        }
+        return points, out
 
     def put(
         self,
@@ -104,10 +127,10 @@ class PostingsCache:
         """Cache a term's postings (read in one statement with ``version``); returned even when
         larger than the whole budget, which keeps it for this query only."""
         self.postings_read += len(point_ids)
-        points = self.points(collection, room_id)
-        postings = TermPostings(version, points.intern(point_ids), tf, doc_len)
         key = (collection, room_id, term)
-        self._drop(key)
+        self._drop(key)  # first: the old version may be its room's last term, codes and all
+        points = self.points(collection, room_id)
+        postings = TermPostings(version, points, points.intern(point_ids), tf, doc_len)
         if postings.size <= self.budget:
             self._terms[key] = postings
             self.size += postings.size
@@ -121,11 +144,10 @@ class PostingsCache:
         if old is None:
             return
         self.size -= old.size
-        room = self._rooms.get(key[:2])
-        if room is not None:
-            room.terms -= 1
-            if room.terms <= 0:  # no cached term uses its codes: they go with the last one
-                del self._rooms[key[:2]]
+        old.points.terms -= 1
+        # No cached term uses the room's codes: they go with the last one.
+        if old.points.terms <= 0 and self._rooms.get(key[:2]) is old.points:
+            del self._rooms[key[:2]]
 
 
 def bm25_top(
@@ -138,7 +160,8 @@ def bm25_top(
     allowed: Collection[str] | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Each query's best ``limit`` points by Okapi BM25 (score, then point id), among the
-    ``allowed`` point ids when given."""
+    ``allowed`` point ids when given; ``postings`` are coded in ``points``
+    (:meth:`PostingsCache.aligned`)."""
     n_points = len(points.ids)
     mask: NDArray[np.bool_] | None = None
     if allowed is not None:

@@ -17,13 +17,13 @@ def test_least_recently_used_terms_leave_first_within_the_budget() -> None:
     cache = PostingsCache(budget=5)
     put(cache, "r", "alpha", ["m:1", "m:2"])
     put(cache, "r", "beta", ["m:1", "m:3"])
-    assert cache.stale("evidence", "r", {"alpha": 1}) == []  # alpha used last
+    assert cache.lookup("evidence", "r", {"alpha": 1})[1] == []  # alpha used last
     put(cache, "r", "gamma", ["m:4", "m:5"])  # over the budget: beta leaves
     assert cache.size == 4
-    assert cache.stale("evidence", "r", {"alpha": 1, "beta": 1, "gamma": 1}) == ["beta"]
+    assert cache.lookup("evidence", "r", {"alpha": 1, "beta": 1, "gamma": 1})[1] == ["beta"]
     # Another version of a cached term is stale, as is another room's.
-    assert cache.stale("evidence", "r", {"alpha": 2}) == ["alpha"]
-    assert cache.stale("evidence", "other", {"alpha": 1}) == ["alpha"]
+    assert cache.lookup("evidence", "r", {"alpha": 2})[1] == ["alpha"]
+    assert cache.lookup("evidence", "other", {"alpha": 1})[1] == ["alpha"]
     assert cache.postings_read == 6
 
 
@@ -46,3 +46,29 @@ def test_a_rooms_point_codes_go_with_its_last_cached_term() -> None:
     assert cache.get("evidence", "r1", "alpha") is None
     assert cache.points("evidence", "r1").ids == []
     assert cache.points("evidence", "r2").ids == ["m:7", "m:8", "m:9"]
+
+
+def test_postings_whose_room_codes_went_meanwhile_still_score_their_own_points() -> None:
+    """Queries interleave (the API answers several at once): while one waits for the postings
+    it must read, another's reads can evict every cached term of its room, and the room's codes
+    with them; a term re-read at a new version can drop its room's last term too. The query
+    must still score each posting as the point it was read for."""
+    cache = PostingsCache(budget=4)
+    put(cache, "r", "alpha", ["m:1", "m:2"])
+    found, stale = cache.lookup("evidence", "r", {"alpha": 1, "beta": 1})
+    assert list(found) == ["alpha"] and stale == ["beta"]
+    put(cache, "other", "x", ["m:8", "m:9", "m:10"])  # evicts alpha: room r's codes go
+    ones = np.ones(1, dtype=np.int32)
+    found["beta"] = cache.put("evidence", "r", "beta", 1, ["m:3"], ones, ones * 4)
+    points, postings = cache.aligned("evidence", "r", found)
+    idf = {"alpha": 1.0, "beta": 2.0}
+    top = bm25_top([["alpha", "beta"]], postings, idf, 4.0, points, 10)
+    assert [pid for pid, _ in top[0]] == ["m:3", "m:1", "m:2"]
+
+    # A new version of a room's only cached term.
+    cache = PostingsCache(budget=10)
+    put(cache, "r", "alpha", ["m:1", "m:2"], version=1)
+    newer = cache.put("evidence", "r", "alpha", 2, ["m:2", "m:5"], ones.repeat(2), ones * 4)
+    points, postings = cache.aligned("evidence", "r", {"alpha": newer})
+    top = bm25_top([["alpha"]], postings, idf, 4.0, points, 10)
+    assert [pid for pid, _ in top[0]] == ["m:2", "m:5"]
