@@ -221,11 +221,6 @@ def _text_grams(text: str, max_words: int = 4) -> list[str]:
     return list(dict.fromkeys(grams))
 
 
-def _ngrams(text: str, names: set[str]) -> list[str]:
-    """Entity names occurring in a text (whole words, up to four words long)."""
-    return [gram for gram in _text_grams(text) if gram in names]
-
-
 async def graph(
     ctx: SearchContext,
     aliases_of: dict[str, list[str]],
@@ -252,10 +247,13 @@ async def graph(
         for name in plan.entities:
             seeds[name] = 1.0
         # The names the hits can hold, looked up (a large room has tens of thousands).
-        grams = {gram for text in bridge_texts for gram in _text_grams(text)}
-        names = set(await platform.graph.entity_names_matching(room_id, grams)) if grams else set()
+        grams_of = {text: _text_grams(text) for text in bridge_texts}
+        wanted = {gram for grams in grams_of.values() for gram in grams}
+        names = (
+            set(await platform.graph.entity_names_matching(room_id, wanted)) if wanted else set()
+        )
         for text in bridge_texts:
-            for name in _ngrams(text, names)[:4]:
+            for name in [gram for gram in grams_of[text] if gram in names][:4]:
                 if name not in seeds:
                     seeds[name] = 0.5
                     bridges.setdefault(name, text)
