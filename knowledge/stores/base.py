@@ -62,6 +62,14 @@ class PointFilter:
 COUNT_KINDS = ("entities", "relationships", "communities", "reports")
 
 
+def counted_kinds(kinds: Collection[str]) -> list[str]:
+    """The kinds a ``counts`` call asks for, in :data:`COUNT_KINDS` order; an unknown kind is a
+    ``ValueError`` (the same for every store)."""
+    if unknown := set(kinds) - set(COUNT_KINDS):
+        raise ValueError(f"unknown kinds to count: {sorted(unknown)}")
+    return [k for k in COUNT_KINDS if k in kinds]
+
+
 class GraphStore(Protocol):
     async def ensure_schema(self) -> None: ...
 

@@ -62,7 +62,7 @@ from knowledge.graph import (
     TopologyDigest,
 )
 from knowledge.settings import Settings
-from knowledge.stores.base import COUNT_KINDS
+from knowledge.stores.base import COUNT_KINDS, counted_kinds
 
 SCHEMA_FILE = Path(dbschema.__file__).resolve().parent / "neo4j" / "schema.cypher"
 
@@ -872,15 +872,14 @@ class Neo4jGraphStore:
         return sorted(map(_report, rows), key=lambda r: (-r.rank, r.community_id))
 
     async def counts(self, room_id: str, kinds: Collection[str] = COUNT_KINDS) -> dict[str, int]:
-        if unknown := set(kinds) - set(COUNT_KINDS):
-            raise ValueError(f"unknown kinds to count: {sorted(unknown)}")
-        if not kinds:
+        asked = counted_kinds(kinds)
+        if not asked:
             return {}
         driver = await self.driver()
         records, _, _ = await driver.execute_query(
             COUNTS, room_id=room_id, database_=self.database, routing_="r"
         )
-        return {key: int(value) for key, value in records[0].data().items() if key in set(kinds)}
+        return {key: int(value) for key, value in records[0].data().items() if key in asked}
 
     async def wipe_room(self, room_id: str) -> dict[str, int]:
         """Delete everything of the room, in batches of inner transactions (rooms can be big).

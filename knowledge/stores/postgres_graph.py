@@ -24,7 +24,7 @@ from knowledge.graph import (
     TopologyDigest,
 )
 from knowledge.relational import any_text, insert_records, text_array
-from knowledge.stores.base import COUNT_KINDS
+from knowledge.stores.base import COUNT_KINDS, counted_kinds
 
 _BATCH = 1000
 
@@ -653,9 +653,7 @@ class PostgresGraphStore:
             "communities": GraphCommunity,
             "reports": GraphCommunityReport,
         }
-        asked = [k for k in COUNT_KINDS if k in kinds]
-        if unknown := set(kinds) - set(COUNT_KINDS):
-            raise ValueError(f"unknown kinds to count: {sorted(unknown)}")
+        asked = counted_kinds(kinds)
         if not asked:
             return {}
         # One statement (one round trip), each count an index-only scan of the room's rows.
